@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dispenser-dev/dispenser/internal/supervisor"
+	"github.com/dispenser-dev/dispenser/internal/writer"
+)
+
+// config is everything the flags say. parseFlags fills it and checks each
+// value on its own; it does not touch etcd or the target directory.
+type config struct {
+	prefix      string         // etcd prefix, always ending in "/"
+	target      string         // directory the files go to
+	signal      syscall.Signal // sent to the child after a change; 0: none
+	mode        fs.FileMode
+	owner       string // name or id; "" keeps the process's own
+	group       string
+	layout      writer.Layout
+	fsync       bool
+	once        bool
+	waitMin     time.Duration // 0: no debounce
+	waitMax     time.Duration
+	killTimeout time.Duration
+	reap        bool
+	embedded    string // data dir of the embedded etcd; "" when off
+	embedListen string
+	logFormat   string
+	logLevel    string
+	argv        []string // the child; empty in sidecar mode
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := pflag.NewFlagSet("dispenser", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SetInterspersed(false) // the child's argv starts at the first non-flag
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: dispenser --prefix=/etcd/prefix --target=/dir [flags] [--] [command args...]\n\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\netcd connection: ETCD_ENDPOINTS, ETCD_USERNAME, ETCD_PASSWORD, ETCD_USERNAME_AND_PASSWORD,\nETCD_INSECURE_SKIP_VERIFY, ETCD_SERVER_CA, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY (each also as NAME_FILE).\n")
+	}
+	var (
+		c                  config
+		signal, mode, wait string
+		layout             string
+	)
+	fs.StringVarP(&c.prefix, "prefix", "p", "", "etcd prefix of all files to read (required)")
+	fs.StringVarP(&c.target, "target", "t", "", "directory to write the files to (required)")
+	fs.StringVarP(&signal, "signal", "s", "", "signal sent to the child after the files change, e.g. SIGHUP (default: none)")
+	fs.StringVarP(&mode, "mode", "m", "0600", "mode of the written files, octal")
+	fs.StringVarP(&c.owner, "owner", "o", "", "owner of the written files, name or uid (needs root; default: current user)")
+	fs.StringVarP(&c.group, "group", "g", "", "group of the written files, name or gid (needs root; default: current group)")
+	fs.StringVar(&layout, "layout", "atomic", "atomic: swap a ..data symlink per change set; plain: replace each file in place")
+	fs.BoolVar(&c.fsync, "fsync", false, "fsync files and directories after writing")
+	fs.BoolVar(&c.once, "once", false, "write the files once and exit (for init containers)")
+	fs.StringVar(&wait, "wait", "", "MIN[:MAX]: wait for MIN of quiet (at most MAX, default 4*MIN) before writing and signalling")
+	fs.DurationVar(&c.killTimeout, "kill-timeout", 10*time.Second, "after forwarding SIGTERM/SIGINT, wait this long for the child, then SIGKILL")
+	fs.BoolVar(&c.reap, "reap", false, "reap orphaned zombie processes (always on as PID 1)")
+	fs.StringVar(&c.embedded, "embedded-etcd", "", "start an in-process single-member etcd with its data in `DIR` (development only)")
+	fs.StringVar(&c.embedListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	c.argv = fs.Args()
+
+	var err error
+	if c.prefix == "" {
+		return nil, usagef("--prefix is required, e.g. --prefix=/certificates")
+	}
+	if !strings.HasSuffix(c.prefix, "/") {
+		c.prefix += "/" // "/certs" must not also match "/certs-old/x"
+	}
+	if c.target == "" {
+		return nil, usagef("--target is required, e.g. --target=/config")
+	}
+	if signal != "" {
+		if c.signal, err = supervisor.ParseSignal(signal); err != nil {
+			return nil, usageError{fmt.Errorf("--signal: %w", err)}
+		}
+	}
+	if c.mode, err = parseMode(mode); err != nil {
+		return nil, usageError{err}
+	}
+	if c.layout, err = writer.ParseLayout(layout); err != nil {
+		return nil, usageError{fmt.Errorf("--layout: %w", err)}
+	}
+	if c.waitMin, c.waitMax, err = parseWait(wait); err != nil {
+		return nil, usageError{err}
+	}
+	if c.killTimeout <= 0 {
+		return nil, usagef("--kill-timeout must be positive, e.g. 10s")
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return nil, usagef("--log-format %q: use text or json", c.logFormat)
+	}
+	if c.once && len(c.argv) > 0 {
+		return nil, usagef("--once writes the files and exits; it cannot start %q", c.argv[0])
+	}
+	return &c, nil
+}
+
+func parseMode(s string) (fs.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, fmt.Errorf("--mode %q is not an octal file mode; use e.g. 0600 or 0644", s)
+	}
+	mode := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= fs.ModeSticky
+	}
+	return mode, nil
+}
+
+func parseWait(s string) (min, max time.Duration, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	lo, hi, hasMax := strings.Cut(s, ":")
+	bad := fmt.Errorf("--wait %q: use MIN or MIN:MAX durations, e.g. 2s or 2s:10s", s)
+	if min, err = time.ParseDuration(lo); err != nil || min <= 0 {
+		return 0, 0, bad
+	}
+	max = 4 * min
+	if hasMax {
+		if max, err = time.ParseDuration(hi); err != nil || max < min {
+			return 0, 0, bad
+		}
+	}
+	return min, max, nil
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/supervisor"
+	"github.com/dispenser-dev/dispenser/internal/watch"
+	"github.com/dispenser-dev/dispenser/internal/writer"
+)
+
+// daemon is the loop that ties the parts together: batches from the
+// watcher go to the writer; a batch that changed files makes exactly one
+// signal to the child; signals to dispenser go to the child. Everything
+// happens on one goroutine, so a write is never interrupted by a signal.
+type daemon struct {
+	cfg     *config
+	log     *slog.Logger
+	writer  *writer.Writer
+	watcher *watch.Watcher
+	stdout  io.Writer
+	stderr  io.Writer
+
+	child    *supervisor.Child
+	rejected map[string]bool // keys whose rejection was logged already
+	failures int             // consecutive failed writes, for the retry backoff
+}
+
+// run drives the daemon until the child exits or a stop is asked for.
+//  1. Start the watcher.
+//  2. Write the first complete snapshot (retrying until it succeeds).
+//  3. With --once, stop there. Otherwise start the child.
+//  4. Apply batches and forward signals until the child exits or SIGTERM,
+//     SIGINT or ctx's end asks us to stop.
+func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	batches := make(chan watch.Batch)
+	watchDone := make(chan struct{})
+	go func() { // (1)
+		defer close(watchDone)
+		d.watcher.Run(watchCtx, batches)
+	}()
+	stop := func() { stopWatch(); <-watchDone }
+	defer stop()
+
+	sig, err := d.firstSync(ctx, batches, sigs) // (2)
+	if err != nil || sig != nil {
+		return err
+	}
+	if d.cfg.once { // (3)
+		return nil
+	}
+	if len(d.cfg.argv) > 0 {
+		child, err := supervisor.Start(supervisor.Options{
+			Argv:        d.cfg.argv,
+			Stdin:       os.Stdin,
+			Stdout:      d.stdout,
+			Stderr:      d.stderr,
+			KillTimeout: d.cfg.killTimeout,
+			Reap:        d.cfg.reap || os.Getpid() == 1,
+			Logger:      d.log.With("component", "supervisor"),
+		})
+		if err != nil {
+			return fmt.Errorf("start %s: %w", d.cfg.argv[0], err)
+		}
+		d.child = child
+		d.log.Info("child started", "pid", child.Pid(), "argv", d.cfg.argv)
+	}
+	sig = d.loop(ctx, batches, sigs) // (4)
+	stop()                           // stop watching; no write is in flight here
+	return d.stopChild(sig, sigs)
+}
+
+// firstSync waits for the watcher's first snapshot and writes it. It returns
+// a non-nil signal if a stop was asked for before the write succeeded.
+func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) (os.Signal, error) {
+	var p pending
+	var retry <-chan time.Time
+	for {
+		select {
+		case b := <-batches:
+			p.add(b)
+		case <-retry:
+		case s := <-sigs:
+			if isStop(s) {
+				d.log.Info("stopping before the first sync completed", "signal", s)
+				return s, nil
+			}
+			continue
+		case <-ctx.Done():
+			return syscall.SIGTERM, nil
+		}
+		if !p.reset && d.failures == 0 {
+			continue // only a complete snapshot can be the first write
+		}
+		if _, err := d.flush(&p); err != nil {
+			retry = time.After(d.backoff())
+			continue
+		}
+		d.log.Info("target in sync", "dir", d.cfg.target, "rev", p.rev)
+		return nil, nil
+	}
+}
+
+// loop applies batches and forwards signals. It returns the signal to stop
+// the child with: the SIGTERM or SIGINT received, SIGTERM when ctx ended,
+// or nil when the child exited by itself.
+func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) os.Signal {
+	var (
+		p            pending
+		quiet, maxed <-chan time.Time // --wait timers; nil when not running
+		retry        <-chan time.Time
+		childExited  <-chan struct{}
+	)
+	if d.child != nil {
+		childExited = d.child.Done()
+	}
+	for {
+		select {
+		case b := <-batches:
+			p.add(b)
+			p.drain(batches)
+			if d.cfg.waitMin == 0 {
+				d.flushAndSignal(&p, &retry)
+				continue
+			}
+			quiet = time.After(d.cfg.waitMin)
+			if maxed == nil {
+				maxed = time.After(d.cfg.waitMax)
+			}
+		case <-quiet:
+			quiet, maxed = nil, nil
+			d.flushAndSignal(&p, &retry)
+		case <-maxed:
+			quiet, maxed = nil, nil
+			d.flushAndSignal(&p, &retry)
+		case <-retry:
+			retry = nil
+			d.flushAndSignal(&p, &retry)
+		case s := <-sigs:
+			if isStop(s) {
+				return s
+			}
+			d.forward(s)
+		case <-ctx.Done():
+			return syscall.SIGTERM
+		case <-childExited:
+			return nil
+		}
+	}
+}
+
+// flushAndSignal writes what is pending and signals the child once if any
+// file changed. A failed write leaves the old files in place and schedules
+// a retry; the writer keeps the desired state, so the retry needs no batch.
+func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
+	changed, err := d.flush(p)
+	if err != nil {
+		*retry = time.After(d.backoff())
+		return
+	}
+	*retry = nil
+	if !changed || d.child == nil || d.cfg.signal == 0 {
+		return
+	}
+	if err := d.child.Signal(d.cfg.signal); err != nil {
+		d.log.Warn("files changed but the child could not be signalled", "signal", d.cfg.signal, "err", err)
+		return
+	}
+	d.log.Info("signalled child", "signal", d.cfg.signal, "pid", d.child.Pid())
+}
+
+// flush hands the pending changes to the writer and resets p. It reports
+// whether any file changed.
+func (d *daemon) flush(p *pending) (bool, error) {
+	var res writer.Result
+	var err error
+	if p.reset {
+		res, err = d.writer.Sync(p.full)
+	} else {
+		res, err = d.writer.Apply(p.list())
+	}
+	rev := p.rev
+	*p = pending{}
+	d.logRejections(res.Rejected)
+	if err != nil {
+		d.failures++
+		d.log.Error("write failed; the previous files stay in place and the write is retried",
+			"dir", d.cfg.target, "rev", rev, "err", err)
+		return false, err
+	}
+	d.failures = 0
+	if res.Changed {
+		d.log.Info("files updated", "rev", rev, "written", res.Written, "removed", res.Removed)
+	}
+	return res.Changed, nil
+}
+
+func (d *daemon) logRejections(rs []writer.Rejection) {
+	if d.rejected == nil {
+		d.rejected = map[string]bool{}
+	}
+	now := map[string]bool{}
+	for _, r := range rs {
+		now[r.Key] = true
+		if !d.rejected[r.Key] {
+			d.log.Warn(r.Error(), "key", d.cfg.prefix+r.Key, "reason", r.Reason)
+		}
+	}
+	d.rejected = now
+}
+
+// backoff is the delay before retrying a failed write: 1s doubling to 30s,
+// with jitter.
+func (d *daemon) backoff() time.Duration {
+	b := time.Second << min(d.failures-1, 5)
+	b = min(b, 30*time.Second)
+	return b/2 + rand.N(b/2+1)
+}
+
+func (d *daemon) forward(s os.Signal) {
+	if d.child == nil {
+		d.log.Info("ignoring signal: no child to forward it to", "signal", s)
+		return
+	}
+	if err := d.child.Signal(s.(syscall.Signal)); err != nil {
+		d.log.Warn("forward signal to child", "signal", s, "err", err)
+	}
+}
+
+// stopChild forwards the stop signal to the child and waits for it; the
+// supervisor SIGKILLs it after --kill-timeout, and a second stop signal
+// skips the rest of that wait. It returns the child's exit.
+func (d *daemon) stopChild(sig os.Signal, sigs <-chan os.Signal) error {
+	if d.child == nil {
+		d.log.Info("stopped", "signal", sig)
+		return nil
+	}
+	if sig == nil { // the child exited by itself
+		return d.childExit(d.child.Wait())
+	}
+	d.log.Info("stopping child", "signal", sig, "pid", d.child.Pid(), "kill_timeout", d.cfg.killTimeout)
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.child.Stop(sig.(syscall.Signal)) }()
+	for {
+		select {
+		case err := <-stopped:
+			return d.childExit(err)
+		case s := <-sigs:
+			if isStop(s) {
+				d.log.Warn("second stop signal: killing child now", "signal", s)
+				d.child.Signal(syscall.SIGKILL)
+				continue
+			}
+			d.forward(s)
+		}
+	}
+}
+
+func (d *daemon) childExit(err error) error {
+	var exit *supervisor.ExitError
+	switch {
+	case err == nil:
+		d.log.Info("child exited", "status", 0)
+	case errors.As(err, &exit):
+		d.log.Info("child exited", "status", exit.ExitCode(), "err", err)
+	default:
+		d.log.Error("wait for child", "err", err)
+	}
+	return err
+}
+
+func isStop(s os.Signal) bool { return s == syscall.SIGTERM || s == syscall.SIGINT }

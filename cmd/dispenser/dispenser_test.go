@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dispenser-dev/dispenser/internal/etcdtest"
+)
+
+// TestStartsChildAfterFilesAndSignalsOnChange is the original's promise:
+// the child starts only once every file exists, and gets SIGHUP after a
+// change, seeing the new content.
+func TestStartsChildAfterFilesAndSignalsOnChange(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/certs/tls.crt", "crt1", "/certs/tls.key", "key1", "/certsold/x", "not mine")
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"--prefix=/certs", "--target", dir, "-s", "SIGHUP"}, childArgs(dir, "serve")...)...)
+
+	if got, _ := r.out.next(t, "ready"); got != "ready tls.crt=crt1,tls.key=key1" {
+		t.Fatalf("child started with %q, want both files present", got)
+	}
+	put(t, s, "/certs/tls.crt", "crt2")
+	if got, _ := r.out.next(t, "HUP"); got != "HUP tls.crt=crt2,tls.key=key1" {
+		t.Fatalf("after the change the child saw %q", got)
+	}
+}
+
+// TestOneTransactionOneSignal: 50 keys in one transaction reach the child as
+// one signal, and at that moment every file is new. A no-op put (same value)
+// and a put of a key whose value is unchanged send nothing.
+func TestOneTransactionOneSignal(t *testing.T) {
+	s := etcdtest.Start(t)
+	c := s.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	txn := func(v string) {
+		t.Helper()
+		var ops []clientv3.Op
+		for i := range 50 {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/app/k%02d", i), v))
+		}
+		if _, err := c.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatalf("txn: %v", err)
+		}
+	}
+	txn("v1")
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/app/", "-t", dir, "-s", "HUP"}, childArgs(dir, "serve")...)...)
+	r.out.next(t, "ready")
+
+	for _, v := range []string{"v2", "v3"} {
+		txn(v)
+		line, _ := r.out.next(t, "HUP")
+		if n := strings.Count(line, "="+v); n != 50 {
+			t.Fatalf("at the signal for %s the child saw %d of 50 files new: %q", v, n, line)
+		}
+	}
+	txn("v3") // same values: a new revision, but no file changes
+	if _, err := c.Put(ctx, "/app/marker", "m"); err != nil {
+		t.Fatal(err)
+	}
+	line, skipped := r.out.next(t, "HUP")
+	if !strings.Contains(line, "marker=m") || len(skipped) != 0 {
+		t.Fatalf("after a no-op txn and a marker put got %q (skipped %q), want only the marker's signal", line, skipped)
+	}
+}
+
+func TestNestedKeysAndDeletes(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/p/a/b/c.conf", "deep", "/p/top", "t")
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/p", "-t", dir, "-s", "SIGUSR1"}, childArgs(dir, "serve")...)...)
+	if got, _ := r.out.next(t, "ready"); got != "ready a/b/c.conf=deep,top=t" {
+		t.Fatalf("child saw %q", got)
+	}
+	c := s.Client(t)
+	if _, err := c.Delete(context.Background(), "/p/a/b/c.conf"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.out.next(t, "USR1"); got != "USR1 top=t" {
+		t.Fatalf("after delete the child saw %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "a")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("directory a left behind after its only key was deleted: %v", err)
+	}
+}
+
+// TestExitStatusMirrored: dispenser exits as its child did.
+func TestExitStatusMirrored(t *testing.T) {
+	s := etcdtest.Start(t)
+	for _, tc := range []struct {
+		mode string
+		want int
+	}{
+		{"exit=0", 0},
+		{"exit=3", 3},
+		{"kill-self", 128 + int(syscall.SIGKILL)},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			dir := t.TempDir()
+			r := start(t, s, append([]string{"-p", "/x/", "-t", dir}, childArgs(dir, tc.mode)...)...)
+			if got := report(&bytes.Buffer{}, r.wait(t)); got != tc.want {
+				t.Fatalf("exit status = %d, want %d; log:\n%s", got, tc.want, r.errs.String())
+			}
+		})
+	}
+}
+
+// TestSignalsForwarded sends real signals to this process, where run()
+// listens, and expects each at the child.
+func TestSignalsForwarded(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/x/", "-t", dir}, childArgs(dir, "serve")...)...)
+	r.out.next(t, "ready")
+	for _, name := range []string{"HUP", "USR1", "USR2", "WINCH", "QUIT", "ALRM"} {
+		sig, _ := parseSig(name)
+		if err := syscall.Kill(os.Getpid(), sig); err != nil {
+			t.Fatal(err)
+		}
+		r.out.next(t, name)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r.out.next(t, "TERM")
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil (child exited 0)", err)
+	}
+}
+
+// TestStopKillsStubbornChild: a child that ignores SIGTERM is SIGKILLed after
+// --kill-timeout, and dispenser reports that death.
+func TestStopKillsStubbornChild(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/x/", "-t", dir, "--kill-timeout=200ms"}, childArgs(dir, "ignore-term")...)...)
+	r.out.next(t, "ready")
+	r.stop()
+	r.out.next(t, "TERM")
+	if got, want := report(&bytes.Buffer{}, r.wait(t)), 128+int(syscall.SIGKILL); got != want {
+		t.Fatalf("exit status = %d, want %d", got, want)
+	}
+}
+
+func TestOnceWritesAndExits(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/once/a", "1", "/once/b/c", "2")
+	dir := t.TempDir()
+	r := start(t, s, "-p", "/once", "-t", dir, "--once")
+	if err := r.wait(t); err != nil {
+		t.Fatalf("--once: %v", err)
+	}
+	if got, want := contents(dir), "a=1,b/c=2"; got != want {
+		t.Fatalf("files = %q, want %q", got, want)
+	}
+}
+
+// TestHostileKeysSkipped: keys that would escape the target are skipped and
+// logged; the good keys beside them are written, nothing lands outside.
+func TestHostileKeysSkipped(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/h/../escape", "x", "/h/ok", "fine", "/h/..data", "x", "/h//abs", "x")
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "target")
+	r := start(t, s, "-p", "/h", "-t", dir, "--once")
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got, want := contents(dir), "ok=fine"; got != want {
+		t.Fatalf("files = %q, want %q", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "escape")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key wrote outside the target: %v", err)
+	}
+	if log := r.errs.String(); !strings.Contains(log, "/h/../escape") {
+		t.Fatalf("the log does not name the rejected key:\n%s", log)
+	}
+}
+
+// TestUsageErrors: each bad command line is one clear line and exit 2,
+// before anything is written.
+func TestUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-t", dir}, "--prefix is required"},
+		{[]string{"-p", "/x"}, "--target is required"},
+		{[]string{"-p", "/x", "-t", dir, "-s", "SIGFOO"}, "HUP"},
+		{[]string{"-p", "/x", "-t", dir, "-m", "999"}, "--mode"},
+		{[]string{"-p", "/x", "-t", dir, "-o", "no-such-user-xyz"}, "--owner"},
+		{[]string{"-p", "/x", "-t", dir, "-g", "no-such-group-xyz"}, "--group"},
+		{[]string{"-p", "/x", "-t", dir, "--wait", "soon"}, "--wait"},
+		{[]string{"-p", "/x", "-t", dir, "--log-format", "xml"}, "--log-format"},
+		{[]string{"-p", "/x", "-t", dir, "--no-such-flag"}, "no-such-flag"},
+		{[]string{"-p", "/x", "-t", dir, "--once", "--", "true"}, "--once"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &bytes.Buffer{}, &stderr)
+			code := report(&stderr, err)
+			if code != 2 {
+				t.Fatalf("exit status = %d, want 2; stderr:\n%s", code, stderr.String())
+			}
+			first := strings.SplitN(stderr.String(), "\n", 2)[0]
+			if !strings.Contains(first, tc.want) || !strings.HasPrefix(first, "dispenser: ") {
+				t.Fatalf("first line %q does not start with \"dispenser: \" and mention %q", first, tc.want)
+			}
+		})
+	}
+}
+
+func TestTargetIsAFile(t *testing.T) {
+	s := etcdtest.Start(t)
+	f := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(f, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, s, "-p", "/x", "-t", f, "--once")
+	err := r.wait(t)
+	var stderr bytes.Buffer
+	if code := report(&stderr, err); code == 0 || !strings.Contains(stderr.String(), f) {
+		t.Fatalf("exit %d, stderr %q: want an error naming %s", code, stderr.String(), f)
+	}
+	if b, _ := os.ReadFile(f); string(b) != "keep me" {
+		t.Fatalf("the file given as --target was changed to %q", b)
+	}
+}

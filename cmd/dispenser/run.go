@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dispenser-dev/dispenser/internal/etcdenv"
+	"github.com/dispenser-dev/dispenser/internal/supervisor"
+	"github.com/dispenser-dev/dispenser/internal/watch"
+	"github.com/dispenser-dev/dispenser/internal/writer"
+)
+
+// run is dispenser without the process around it: it parses args, connects
+// to etcd, keeps the target in sync and supervises the child until the
+// child exits, a SIGTERM/SIGINT arrives, or ctx is cancelled (which counts
+// as SIGTERM). It returns the child's *supervisor.ExitError when the child
+// failed, a usageError for bad flags, and nil for a clean stop.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+
+	// Subscribe before anything slow, so no signal is lost during start-up.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, supervisor.ForwardedSignals()...)
+	defer signal.Stop(sigs)
+
+	w, err := newWriter(cfg, log)
+	if err != nil {
+		return err
+	}
+	etcdCfg, stopEtcd, err := etcdConfig(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopEtcd()
+	client, err := clientv3.New(etcdCfg)
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	defer client.Close()
+
+	d := &daemon{
+		cfg:    cfg,
+		log:    log,
+		writer: w,
+		watcher: watch.New(watch.Options{
+			Client: client,
+			Prefix: cfg.prefix,
+			Logger: log.With("component", "watch"),
+		}),
+		stdout: stdout,
+		stderr: stderr,
+	}
+	return d.run(ctx, sigs)
+}
+
+func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", cfg.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(stderr, opts)), nil
+}
+
+func newWriter(cfg *config, log *slog.Logger) (*writer.Writer, error) {
+	uid, gid := -1, -1
+	var err error
+	if cfg.owner != "" {
+		if uid, err = writer.LookupUser(cfg.owner); err != nil {
+			return nil, usageError{fmt.Errorf("--owner: %w", err)}
+		}
+	}
+	if cfg.group != "" {
+		if gid, err = writer.LookupGroup(cfg.group); err != nil {
+			return nil, usageError{fmt.Errorf("--group: %w", err)}
+		}
+	}
+	w, err := writer.New(writer.Options{
+		Dir:      cfg.target,
+		Layout:   cfg.layout,
+		FileMode: cfg.mode,
+		UID:      uid,
+		GID:      gid,
+		Fsync:    cfg.fsync,
+		Logger:   log.With("component", "writer"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--target %s: %w", cfg.target, err)
+	}
+	return w, nil
+}
+
+// etcdConfig reads the ETCD_* environment, or starts the embedded etcd when
+// --embedded-etcd is set. The returned stop function is always safe to call.
+func etcdConfig(ctx context.Context, cfg *config, log *slog.Logger) (clientv3.Config, func(), error) {
+	if cfg.embedded == "" {
+		c, err := etcdenv.Config(os.LookupEnv)
+		return c, func() {}, err
+	}
+	if v, ok := os.LookupEnv("ETCD_ENDPOINTS"); ok && v != "" {
+		return clientv3.Config{}, nil, usagef("--embedded-etcd and ETCD_ENDPOINTS=%s both say where etcd is; unset one", v)
+	}
+	endpoint, stop, err := startEmbedded(ctx, cfg.embedded, cfg.embedListen)
+	if err != nil {
+		return clientv3.Config{}, nil, err
+	}
+	log.Info("embedded etcd started; for development only", "endpoint", endpoint, "dir", cfg.embedded)
+	c, err := etcdenv.Config(etcdenv.MapLookup(map[string]string{"ETCD_ENDPOINTS": endpoint}))
+	if err != nil {
+		stop()
+		return clientv3.Config{}, nil, err
+	}
+	return c, stop, nil
+}
+
+// report prints err for the operator and returns the exit status: 0 for
+// success and --help, 2 for usage errors, the child's status when it
+// failed, 1 otherwise.
+func report(stderr io.Writer, err error) int {
+	var exit interface{ ExitCode() int }
+	var usage usageError
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &exit):
+		return exit.ExitCode() // the daemon already logged how the child ended
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "dispenser: %v\nTry: dispenser --help\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "dispenser: %v\n", err)
+		return 1
+	}
+}
