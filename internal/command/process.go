@@ -1,0 +1,217 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// defaultPath is the PATH given to scripts when the environment is not
+// inherited and exec.env sets none, so that plain command names resolve.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// waitDelay bounds how long a finished script's output pipe may stay open
+// (held by a backgrounded grandchild such as a started daemon) before it is
+// closed and the script counts as finished.
+const waitDelay = 2 * time.Second
+
+// script is one process to start: a check, change or remove script.
+type script struct {
+	text  string            // the script, before ${VAR} expansion
+	stdin string            // before expansion
+	exec  Exec              // effective exec
+	env   map[string]string // Etcha-added variables (context + accumulated)
+}
+
+// environ returns the script's full environment (spec §2.7, §2.9): the
+// inherited process env when exec.envInherit, then exec.env, then the
+// Etcha-added variables; later sources win.
+func (s script) environ() map[string]string {
+	env := make(map[string]string)
+	if s.exec.EnvInherit {
+		for _, kv := range os.Environ() {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				env[k] = v
+			}
+		}
+	}
+	for k, v := range s.exec.Env {
+		env[k] = v
+	}
+	for k, v := range s.env {
+		env[k] = v
+	}
+	if _, ok := env["PATH"]; !ok && !s.exec.EnvInherit {
+		env["PATH"] = defaultPath
+	}
+	return env
+}
+
+var varRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expand replaces each ${NAME} whose NAME is defined in env (spec §2.8).
+// Undefined names, $NAME and ${NAME:-x} are left for the shell.
+func expand(s string, env map[string]string) string {
+	if !strings.Contains(s, "${") {
+		return s
+	}
+	return varRE.ReplaceAllStringFunc(s, func(m string) string {
+		if v, ok := env[m[2:len(m)-1]]; ok {
+			return v
+		}
+		return m
+	})
+}
+
+// run starts the script and waits for it. It returns the combined, trimmed
+// stdout+stderr and the exit code. err is non-nil only when the script could
+// not run to an exit status: bad exec settings, start failure, or ctx done
+// (then code is -1). A non-zero exit is not an error here.
+func (s script) run(ctx context.Context) (out string, code int, err error) {
+	if s.exec.ContainerImage != "" {
+		return "", -1, errors.New("exec.containerImage is not supported yet; remove it from the exec settings")
+	}
+	env := s.environ()
+	args, err := argv(s.exec, expand(s.text, env), os.Geteuid())
+	if err != nil {
+		return "", -1, err
+	}
+	cred, err := credential(s.exec.User, s.exec.Group)
+	if err != nil {
+		return "", -1, err
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = flatEnv(env)
+	cmd.Dir = s.exec.WorkDir
+	if s.stdin != "" {
+		cmd.Stdin = strings.NewReader(expand(s.stdin, env))
+	}
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	// Own process group, so cancellation also kills the script's children.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = waitDelay
+	err = cmd.Run()
+	out = strings.TrimSpace(buf.String())
+	var exitErr *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return out, -1, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	case err == nil, errors.Is(err, exec.ErrWaitDelay):
+		return out, 0, nil
+	case errors.As(err, &exitErr) && exitErr.ExitCode() >= 0:
+		return out, exitErr.ExitCode(), nil
+	default:
+		return out, -1, err
+	}
+}
+
+func flatEnv(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// credential resolves exec.user and exec.group (names or numeric ids) into
+// a process credential, or nil when both are empty. A user without a group
+// runs with the user's primary group and supplementary groups; a numeric
+// user unknown to the system then needs an explicit group.
+func credential(userName, groupName string) (*syscall.Credential, error) {
+	if userName == "" && groupName == "" {
+		return nil, nil
+	}
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	if userName != "" {
+		u, uid, err := lookupUser(userName)
+		if err != nil {
+			return nil, err
+		}
+		cred.Uid = uid
+		switch {
+		case u != nil:
+			gid, err := strconv.ParseUint(u.Gid, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("exec.user %q: primary group %q is not numeric", userName, u.Gid)
+			}
+			cred.Gid = uint32(gid)
+			cred.Groups = supplementary(u)
+		case groupName == "":
+			return nil, fmt.Errorf("exec.user %q has no passwd entry; set exec.group too", userName)
+		}
+	}
+	if groupName != "" {
+		gid, err := lookupGroup(groupName)
+		if err != nil {
+			return nil, err
+		}
+		cred.Gid = gid
+	}
+	return cred, nil
+}
+
+// lookupUser resolves a name or numeric uid. u is nil for a numeric uid
+// without a passwd entry.
+func lookupUser(name string) (*user.User, uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		u, err := user.LookupId(name)
+		if err != nil {
+			return nil, uint32(n), nil
+		}
+		return u, uint32(n), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("exec.user %q: %w; use an existing user name or a numeric uid", name, err)
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, 0, fmt.Errorf("exec.user %q: uid %q is not numeric", name, u.Uid)
+	}
+	return u, uint32(uid), nil
+}
+
+func lookupGroup(name string) (uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("exec.group %q: %w; use an existing group name or a numeric gid", name, err)
+	}
+	gid, err := strconv.ParseUint(g.Gid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("exec.group %q: gid %q is not numeric", name, g.Gid)
+	}
+	return uint32(gid), nil
+}
+
+// supplementary returns u's supplementary group ids; on lookup failure it
+// returns an empty list, which drops the caller's groups rather than keep
+// them.
+func supplementary(u *user.User) []uint32 {
+	ids, err := u.GroupIds()
+	out := []uint32{}
+	if err != nil {
+		return out
+	}
+	for _, id := range ids {
+		if n, err := strconv.ParseUint(id, 10, 32); err == nil {
+			out = append(out, uint32(n))
+		}
+	}
+	return out
+}

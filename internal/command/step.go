@@ -1,0 +1,151 @@
+package command
+
+import (
+	"context"
+	"fmt"
+	"maps"
+)
+
+// runCommand runs one non-group command under the decision rules of spec
+// §2.5; by is the id that triggered it, "" if none.
+func (r *runner) runCommand(ctx context.Context, cmd *Command, parent, by string) outcome {
+	eff, err := r.commandExec(cmd)
+	if err != nil {
+		r.fail(cmd.ID, err)
+		return outcome{failed: true}
+	}
+	trig := by != ""
+	hasCheck := cmd.Check != ""
+	ck := 0
+	if hasCheck {
+		out, code, err := r.exec(ctx, cmd, eff, parent, ModeCheck, cmd.Check)
+		if err != nil {
+			r.fail(cmd.ID, fmt.Errorf("command %q: check: %w", cmd.ID, err))
+			return outcome{failed: true}
+		}
+		ck = code
+		if cmd.EnvPrefix != "" {
+			r.vars[cmd.EnvPrefix] = out
+		}
+	}
+	r.setVar(cmd, "_CHECK", flag((hasCheck && ck != 0) || (!hasCheck && (cmd.Always || trig))))
+	switch r.mode {
+	case ModeCheck:
+		if hasCheck && ck != 0 {
+			r.res.Changed = append(r.res.Changed, cmd.ID)
+			r.log.Info("Would change "+cmd.ID, "commandID", cmd.ID, "commandMode", r.mode, "parentID", parent)
+		}
+		return outcome{}
+	case ModeChange:
+		if !cmd.Always && !trig && (!hasCheck || ck == 0) {
+			return outcome{}
+		}
+		r.logStart(cmd, parent, by)
+		return r.act(ctx, cmd, eff, parent, ModeChange, cmd.Change)
+	default: // ModeRemove, ModeDiffRemove
+		unchecked := r.mode == ModeDiffRemove && !hasCheck
+		if !cmd.Always && !trig && !unchecked && (!hasCheck || ck != 0) {
+			return outcome{}
+		}
+		if cmd.Remove == "" {
+			// Most commands (e.g. builds) have no remove: nothing to undo,
+			// nothing to report.
+			return outcome{}
+		}
+		r.logStart(cmd, parent, by)
+		return r.act(ctx, cmd, eff, parent, ModeRemove, cmd.Remove)
+	}
+}
+
+// act runs the change (phase ModeChange) or remove (ModeRemove) script and
+// records its variables and result. An empty change counts as a successful
+// change without running anything (spec §2.5).
+func (r *runner) act(ctx context.Context, cmd *Command, eff Exec, parent string, phase Mode, text string) outcome {
+	suffix := "_CHANGE"
+	if phase == ModeRemove {
+		suffix = "_REMOVE"
+	}
+	var out string
+	var code int
+	var err error
+	if text != "" {
+		out, code, err = r.exec(ctx, cmd, eff, parent, phase, text)
+	}
+	r.setVar(cmd, suffix, flag(err != nil || code != 0))
+	if cmd.EnvPrefix != "" {
+		r.vars[cmd.EnvPrefix+suffix+"_OUT"] = out
+	}
+	switch {
+	case err != nil:
+		r.fail(cmd.ID, fmt.Errorf("command %q: %s: %w", cmd.ID, phase, err))
+		return outcome{failed: true, output: out}
+	case code != 0:
+		r.fail(cmd.ID, fmt.Errorf("command %q: %s exited with status %d: %s", cmd.ID, phase, code, abbrev(out)))
+		return outcome{failed: true, output: out}
+	case phase == ModeRemove:
+		r.res.Removed = append(r.res.Removed, cmd.ID)
+		r.log.Info("Removed "+cmd.ID, "commandID", cmd.ID, "commandMode", r.mode, "parentID", parent)
+		return outcome{removed: true, output: out}
+	default:
+		r.res.Changed = append(r.res.Changed, cmd.ID)
+		msg := "Changed "
+		if cmd.Always {
+			msg = "Always changed "
+		}
+		r.log.Info(msg+cmd.ID, "commandID", cmd.ID, "commandMode", r.mode, "parentID", parent)
+		return outcome{changed: true, output: out}
+	}
+}
+
+func (r *runner) logStart(cmd *Command, parent, by string) {
+	if by != "" {
+		r.log.Info("Triggered "+cmd.ID+" via "+by, "commandID", cmd.ID, "commandMode", r.mode, "parentID", parent)
+	}
+}
+
+// exec runs one script of cmd and records it in Result.Outputs.
+func (r *runner) exec(ctx context.Context, cmd *Command, eff Exec, parent string, phase Mode, text string) (string, int, error) {
+	env := make(map[string]string, len(r.ctx)+len(r.vars))
+	maps.Copy(env, r.ctx)
+	maps.Copy(env, r.vars)
+	s := script{text: text, stdin: cmd.Stdin, exec: eff, env: env}
+	out, code, err := s.run(ctx)
+	r.res.Outputs = append(r.res.Outputs, Output{ID: cmd.ID, ParentID: parent, Phase: phase, Output: out, ExitCode: code})
+	r.log.Debug("Ran "+string(phase), "commandID", cmd.ID, "commandMode", r.mode, "exitCode", code)
+	return out, code, err
+}
+
+// commandExec applies the command's own exec layer (spec §2.9).
+func (r *runner) commandExec(cmd *Command) (Exec, error) {
+	eff, ok := overrideExec(r.base, cmd.Exec)
+	if !ok {
+		r.log.Warn("Ignoring command exec: an outer exec does not allow overrides; set allowOverride: true on every outer exec",
+			"commandID", cmd.ID)
+	}
+	if eff.ContainerImage != "" {
+		return eff, fmt.Errorf("command %q: exec.containerImage is not supported yet; remove it from the exec settings", cmd.ID)
+	}
+	return eff, nil
+}
+
+// setVar sets P<suffix>, or the bare suffix when the command has no
+// envPrefix (spec §2.7).
+func (r *runner) setVar(cmd *Command, suffix, v string) {
+	r.vars[cmd.EnvPrefix+suffix] = v
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// abbrev shortens script output for error messages.
+func abbrev(s string) string {
+	const max = 200
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}

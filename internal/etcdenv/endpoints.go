@@ -1,0 +1,122 @@
+package etcdenv
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// endpoints is the parsed value of ETCD_ENDPOINTS.
+type endpoints struct {
+	list []string
+	// secure is the first endpoint that demands TLS (https://, unixs://)
+	// and plain the first that rules it out (http://); "" if none. Entries
+	// without a scheme, and unix://, use TLS exactly when a TLS config is
+	// set.
+	secure, plain string
+}
+
+// transport says how the etcd client treats an endpoint's scheme.
+type transport int
+
+const (
+	tlsIfConfigured transport = iota // no scheme, unix:
+	tlsRequired                      // https:, unixs:
+	tlsNever                         // http:
+)
+
+// parseEndpoints splits v at commas and checks every entry.
+//
+// Mixing http:// with https:// is an error because the etcd client picks one
+// transport for all endpoints from the first one (clientv3
+// Client.dialWithBalancer), so half of the list could never work.
+func parseEndpoints(v setting) (endpoints, error) {
+	if strings.TrimSpace(v.value) == "" {
+		return endpoints{}, fmt.Errorf("%s is not set; %s", varEndpoints, endpointsHint)
+	}
+	parts := strings.Split(v.value, ",")
+	var eps endpoints
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			return endpoints{}, fmt.Errorf("%s: entry %d of %d is empty; remove the extra comma", v.src, i+1, len(parts))
+		}
+		kind, err := classify(p)
+		if err != nil {
+			return endpoints{}, fmt.Errorf("%s: %w", v.src, err)
+		}
+		switch {
+		case kind == tlsRequired && eps.secure == "":
+			eps.secure = p
+		case kind == tlsNever && eps.plain == "":
+			eps.plain = p
+		}
+		eps.list = append(eps.list, p)
+	}
+	if eps.secure != "" && eps.plain != "" {
+		return endpoints{}, fmt.Errorf("%s mixes %s and %s; the etcd client uses one transport for all endpoints, so give them all the same scheme",
+			v.src, eps.plain, eps.secure)
+	}
+	return eps, nil
+}
+
+// classify checks one endpoint and says how its scheme affects TLS. The
+// forms are those the etcd client accepts: host:port, http(s)://host:port,
+// unix(s)://path and unix(s):path.
+func classify(ep string) (transport, error) {
+	scheme, rest, ok := strings.Cut(ep, "://")
+	if !ok {
+		switch {
+		case strings.HasPrefix(ep, "unixs:"):
+			return tlsRequired, nil
+		case strings.HasPrefix(ep, "unix:"):
+			return tlsIfConfigured, nil
+		}
+		if host, port, err := net.SplitHostPort(ep); err != nil || host == "" || port == "" {
+			return 0, fmt.Errorf("%q is neither host:port nor a URL; write it like 127.0.0.1:2379 or https://etcd.example.com:2379", ep)
+		}
+		return tlsIfConfigured, nil
+	}
+	switch scheme {
+	case "http", "https":
+		if err := checkHTTPURL(ep); err != nil {
+			return 0, err
+		}
+		if scheme == "https" {
+			return tlsRequired, nil
+		}
+		return tlsNever, nil
+	case "unix", "unixs":
+		if rest == "" {
+			return 0, fmt.Errorf("%q has no socket path; write it like %s:///run/etcd.sock", ep, scheme)
+		}
+		if scheme == "unixs" {
+			return tlsRequired, nil
+		}
+		return tlsIfConfigured, nil
+	}
+	return 0, fmt.Errorf("scheme %s:// is not supported; use http://, https://, unix:// or unixs://", scheme)
+}
+
+// checkHTTPURL requires an http(s) URL to have a host and a port and
+// nothing the etcd client would silently ignore (user info, a path).
+func checkHTTPURL(ep string) error {
+	u, err := url.Parse(ep)
+	if err != nil {
+		return fmt.Errorf("%w; write it like https://etcd.example.com:2379", err)
+	}
+	switch {
+	case u.User != nil:
+		return fmt.Errorf("%s has user info, which the etcd client ignores; remove it and set %s and %s instead",
+			u.Redacted(), varUsername, varPassword)
+	case u.Hostname() == "":
+		return fmt.Errorf("%q has no host; write it like %s://127.0.0.1:2379", ep, u.Scheme)
+	case u.Port() == "":
+		return fmt.Errorf("%q has no port; write it like %s://%s:2379", ep, u.Scheme, u.Host)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return fmt.Errorf("%q has a path, query or fragment, which the etcd client ignores; write it like %s://%s",
+			ep, u.Scheme, u.Host)
+	}
+	return nil
+}

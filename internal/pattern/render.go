@@ -1,0 +1,259 @@
+package pattern
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-jsonnet"
+	"github.com/google/go-jsonnet/ast"
+
+	"github.com/dispenser-dev/dispenser/internal/command"
+)
+
+// Options controls one render. The zero value renders with no config, no
+// vars, an empty environment and every native function enabled.
+type Options struct {
+	// Vars are the merged vars (see MergeVars, spec §5.3). getConfig()
+	// returns them as .vars, with .vars.test set from Test.
+	Vars map[string]any
+	// Config is what getConfig() returns (spec §5.2), minus vars/test,
+	// which come from Vars and Test. Nil means {}.
+	Config map[string]any
+	// Env is the environment getEnv reads and getCmd runs with: the
+	// effective exec environment. Nil means empty; the process
+	// environment is never read implicitly.
+	Env map[string]string
+	// Exec runs getCmd: the script is appended to Exec.Command split into
+	// words; Env and WorkDir apply. Container, user, group and sudo
+	// settings are not honoured here. Nil means `/bin/sh -c`.
+	Exec *command.Exec
+	// Cmd, if set, replaces the built-in getCmd runner: it runs script and
+	// returns its stdout.
+	Cmd func(ctx context.Context, script string) (string, error)
+	// Cache holds build-time values (the JWT claim etchaCache). A
+	// `cache=true` call, or get(), whose key is present returns the stored
+	// value with no side effect (spec §5.1, §11.3).
+	Cache map[string]any
+	// RecordCache records every `cache=true` call and get() into
+	// Result.Cache; set it during build.
+	RecordCache bool
+	// NoExternal (-d) makes getCmd, getFile and getRecord fail with an
+	// error instead of reaching outside. Cached values are still returned.
+	NoExternal bool
+	// Test is exposed as getConfig().test and getConfig().vars.test.
+	Test bool
+	// Resolver does getRecord lookups; nil means net.DefaultResolver.
+	Resolver *net.Resolver
+	// Logger receives debug records; nil discards them.
+	Logger *slog.Logger
+}
+
+// Result is a rendered pattern.
+type Result struct {
+	// Pattern is the decoded and validated pattern.
+	Pattern *Pattern
+	// JSON is the rendered value as go-jsonnet prints it (indented, with a
+	// trailing newline); `etcha render` prints it.
+	JSON []byte
+	// Cache holds the values recorded when Options.RecordCache is set, for
+	// the JWT claim etchaCache; it is nil otherwise.
+	Cache map[string]any
+}
+
+// Render evaluates the bundle's entrypoint with the native functions of
+// spec §5.1, then decodes and validates the value as a Pattern (§2.1, §2.4).
+// Imports are served from b.Files only: the disk is never read, and an
+// import that is not in the bundle is an error. Errors are one line and,
+// for Jsonnet errors, start with file:line:col. Nothing is executed
+// except what native functions do (getCmd).
+func (b *Bundle) Render(ctx context.Context, opts Options) (*Result, error) {
+	out, r, err := b.evaluate(ctx, opts, false)
+	if err != nil {
+		return nil, err
+	}
+	p, err := decode(out)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", b.Entrypoint, err)
+	}
+	return &Result{Pattern: p, JSON: []byte(out), Cache: r.cacheOut}, nil
+}
+
+// Evaluate evaluates the bundle's entrypoint like Render but does not
+// decode or validate the value; it returns the JSON text. A .libsonnet
+// entrypoint may be a function or hold functions: they are evaluated to
+// null instead of failing, so `etcha lint` can check that libraries
+// import and evaluate.
+func (b *Bundle) Evaluate(ctx context.Context, opts Options) ([]byte, error) {
+	out, _, err := b.evaluate(ctx, opts, strings.HasSuffix(b.Entrypoint, ".libsonnet"))
+	if err != nil {
+		return nil, err
+	}
+	return []byte(out), nil
+}
+
+// stripFunctions evaluates the imported library with every function value
+// replaced by null.
+const stripFunctions = `local strip(v) =
+  if std.isFunction(v) then null
+  else if std.isObject(v) then { [k]: strip(v[k]) for k in std.objectFields(v) }
+  else if std.isArray(v) then [strip(x) for x in v]
+  else v;
+strip(import %q)
+`
+
+func (b *Bundle) evaluate(ctx context.Context, opts Options, library bool) (string, *renderer, error) {
+	files, entry, err := b.normal()
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := newRenderer(ctx, opts, &bundleImporter{files: files}, b.Root, entry)
+	if err != nil {
+		return "", nil, err
+	}
+	vm := r.vm()
+	var out string
+	if library {
+		out, err = vm.EvaluateAnonymousSnippet(entry, fmt.Sprintf(stripFunctions, entry))
+	} else {
+		out, err = vm.EvaluateFile(entry)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return out, r, nil
+}
+
+// renderer is the state of one render, shared by the native functions and
+// by nested render() calls. go-jsonnet calls natives from the evaluating
+// goroutine only, so it needs no lock.
+type renderer struct {
+	ctx      context.Context
+	opts     Options
+	importer jsonnet.Importer
+	config   map[string]any
+	path     string // getPath() result
+	log      *slog.Logger
+	memo     map[string]memoEntry // getFile/getRecord within this render
+	cacheOut map[string]any
+	depth    int // nesting of render()
+}
+
+type memoEntry struct {
+	val any
+	err error
+}
+
+func newRenderer(ctx context.Context, opts Options, imp jsonnet.Importer, root, entry string) (*renderer, error) {
+	config, err := configValue(opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &renderer{
+		ctx:      ctx,
+		opts:     opts,
+		importer: imp,
+		config:   config,
+		log:      opts.Logger,
+		memo:     map[string]memoEntry{},
+	}
+	if root != "" {
+		r.path = filepath.Join(root, filepath.FromSlash(path.Dir(entry)))
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.RecordCache {
+		r.cacheOut = map[string]any{}
+	}
+	return r, nil
+}
+
+// configValue builds getConfig()'s value as plain JSON types.
+func configValue(opts Options) (map[string]any, error) {
+	config, err := jsonCopy(opts.Config)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	vars, err := jsonCopy(opts.Vars)
+	if err != nil {
+		return nil, fmt.Errorf("vars: %w", err)
+	}
+	vars["test"] = opts.Test
+	config["vars"] = vars
+	config["test"] = opts.Test
+	return config, nil
+}
+
+// jsonCopy deep-copies m into the types encoding/json produces, which are
+// the only ones go-jsonnet accepts from native functions.
+func jsonCopy(m map[string]any) (map[string]any, error) {
+	out := map[string]any{}
+	if m == nil {
+		return out, nil
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// vm returns a fresh VM wired to this render's importer and natives.
+func (r *renderer) vm() *jsonnet.VM {
+	vm := jsonnet.MakeVM()
+	vm.Importer(r.importer)
+	vm.ErrorFormatter = lineFormatter{}
+	for _, f := range r.natives() {
+		vm.NativeFunction(f)
+	}
+	return vm
+}
+
+// lineFormatter prints go-jsonnet errors on one line, location first:
+// "/p.jsonnet:3:7-12: Unknown variable: x".
+type lineFormatter struct{}
+
+var _ jsonnet.ErrorFormatter = lineFormatter{}
+
+func (lineFormatter) Format(err error) string {
+	var rt jsonnet.RuntimeError
+	if errors.As(err, &rt) {
+		// Frames run outermost first; the last one with a source position
+		// is where the error was raised (the native call, the error
+		// expression, the import).
+		msg := rt.Msg
+		for i := len(rt.StackTrace) - 1; i >= 0; i-- {
+			if loc := rt.StackTrace[i].Loc; loc.WithCode() {
+				msg = loc.String() + ": " + msg
+				break
+			}
+		}
+		return oneLine(msg)
+	}
+	if se, ok := err.(interface{ Loc() ast.LocationRange }); ok {
+		loc := se.Loc()
+		if loc.IsSet() {
+			prefix := loc.String()
+			return oneLine(prefix + ": " + strings.TrimSpace(strings.TrimPrefix(err.Error(), prefix)))
+		}
+	}
+	return oneLine(err.Error())
+}
+
+func (lineFormatter) SetMaxStackTraceSize(int)                 {}
+func (lineFormatter) SetColorFormatter(jsonnet.ColorFormatter) {}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}

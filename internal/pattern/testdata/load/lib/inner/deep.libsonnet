@@ -1,0 +1,4 @@
+{
+  check: 'test -f /etc/motd',
+  bytes: importbin '../blob.bin',
+}

@@ -1,0 +1,277 @@
+// Package supervisor runs one child process for a container entrypoint
+// (often PID 1): it starts the process in its own process group, sends it
+// signals (reloads and forwarded signals), stops it with a grace period
+// followed by SIGKILL to the whole group, reports how it exited, and can
+// reap orphaned zombies as a child subreaper.
+//
+// It deliberately does not restart the child, install signal handlers (the
+// caller owns os/signal and decides what to forward; ForwardedSignals gives
+// the usual set), re-raise the child's fatal signal, or exit the process.
+// Mirroring the child's exit is the caller's choice: ExitError.ExitCode
+// gives the child's exit code, or 128+n for a child killed by signal n.
+//
+// The package is Linux-first: Options.Reap is only supported on Linux.
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// DefaultKillTimeout is the grace period Stop uses when
+// Options.KillTimeout is zero.
+const DefaultKillTimeout = 10 * time.Second
+
+// Options configures Start.
+type Options struct {
+	// Argv is the command and its arguments; required. Argv[0] is looked
+	// up in the PATH of this process (not of Env) unless it contains a
+	// slash.
+	Argv []string
+
+	// Env is the child's environment. Nil means it inherits this
+	// process's environment.
+	Env []string
+
+	// Stdin, Stdout and Stderr are the child's standard streams. Nil
+	// means the null device, as in os/exec; pass os.Stdin, os.Stdout and
+	// os.Stderr to share this process's streams. An *os.File is handed to
+	// the child directly; any other value is copied through a pipe, and
+	// Wait waits up to KillTimeout after the child's exit for that pipe
+	// to reach EOF (a grandchild may hold it open).
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+
+	// KillTimeout is how long Stop waits after its signal before it sends
+	// SIGKILL to the child's process group. Zero means
+	// DefaultKillTimeout; negative values are rejected.
+	KillTimeout time.Duration
+
+	// Reap makes this process a child subreaper
+	// (prctl PR_SET_CHILD_SUBREAPER) and reaps every orphan that is
+	// reparented to it while the child runs. The caller should set it
+	// when running as PID 1, where the kernel already reparents all
+	// orphans to this process. Subreaper status lasts for the rest of the
+	// process's life. While a Child with Reap runs, it waits for any
+	// child of this process: run at most one such Child per process, and
+	// start no other child processes concurrently (os/exec would lose
+	// their exit status). Orphans that exit after the child itself has
+	// exited are not reaped; the caller is expected to exit soon after.
+	// Linux only: Start fails elsewhere.
+	Reap bool
+
+	// Logger receives debug and warning logs, tagged with
+	// component=supervisor. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Child is a started child process. Its methods are safe for concurrent
+// use.
+type Child struct {
+	cmd         *exec.Cmd
+	pid         int
+	killTimeout time.Duration
+	reap        bool
+	log         *slog.Logger
+
+	done chan struct{} // closed after err is set
+	err  error         // result for Wait
+}
+
+// Start starts opts.Argv as the leader of a new process group and returns
+// once the process is running. A goroutine owned by the returned Child
+// waits for the process; it ends when the process has exited, been reaped
+// and its output pipes have closed, which is when Done is closed. The
+// caller must eventually let the child exit (Stop does this) so that the
+// goroutine ends.
+func Start(opts Options) (*Child, error) {
+	if len(opts.Argv) == 0 {
+		return nil, errors.New("start child: no command given; pass the command to run")
+	}
+	timeout := opts.KillTimeout
+	if timeout < 0 {
+		return nil, fmt.Errorf("start %s: kill timeout %v is negative; use zero for the default", opts.Argv[0], timeout)
+	}
+	if timeout == 0 {
+		timeout = DefaultKillTimeout
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "supervisor")
+	if opts.Reap {
+		if err := becomeSubreaper(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", opts.Argv[0], err)
+		}
+	}
+
+	cmd := exec.Command(opts.Argv[0], opts.Argv[1:]...)
+	cmd.Env = opts.Env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = timeout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", opts.Argv[0], err)
+	}
+	c := &Child{
+		cmd:         cmd,
+		pid:         cmd.Process.Pid,
+		killTimeout: timeout,
+		reap:        opts.Reap,
+		log:         log,
+		done:        make(chan struct{}),
+	}
+	log.Info("child started", "pid", c.pid, "argv", opts.Argv, "reap", opts.Reap)
+	go c.wait()
+	return c, nil
+}
+
+// Pid returns the child's process ID, which is also its process group ID.
+func (c *Child) Pid() int { return c.pid }
+
+// Done returns a channel that is closed once the child has exited and been
+// reaped, and Wait's result is known.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Wait waits for the child to exit. It returns nil if the child exited with
+// status 0, an *ExitError if it exited with another status or was killed by
+// a signal, and another error only if waiting itself failed. Every call
+// returns the same result.
+func (c *Child) Wait() error {
+	<-c.done
+	return c.err
+}
+
+// Signal sends sig to the child process (not to its group). Once the child
+// has been reaped it sends nothing and returns an error wrapping
+// os.ErrProcessDone, so a recycled pid is never signalled.
+func (c *Child) Signal(sig syscall.Signal) error {
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("send %s to child %d: %w", sigString(sig), c.pid, err)
+	}
+	return nil
+}
+
+// Stop stops the child and returns the same as Wait:
+//
+//  1. It sends sig to the child process (not to its group), so that a
+//     daemon such as nginx or postgres can shut its workers down itself.
+//  2. It waits up to the kill timeout for the child to exit.
+//  3. If the child is still running, it sends SIGKILL to the child's
+//     whole process group and to the child itself (in case the child
+//     left its group), and waits for it to exit.
+//
+// A child that exits within the timeout is not sent SIGKILL. Stop on a
+// child that has already exited just returns Wait's result. Stop may be
+// called concurrently with itself and the other methods.
+func (c *Child) Stop(sig syscall.Signal) error {
+	// (1)
+	if err := c.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		c.log.Warn("could not signal child; will kill it after the timeout", "pid", c.pid, "err", err)
+	}
+	// (2)
+	timer := time.NewTimer(c.killTimeout)
+	defer timer.Stop()
+	select {
+	case <-c.done:
+		return c.err
+	case <-timer.C:
+	}
+	// (3)
+	c.kill()
+	return c.Wait()
+}
+
+// kill sends SIGKILL to the child's process group and to the child.
+func (c *Child) kill() {
+	select {
+	case <-c.done:
+		return // reaped: the pid may have been reused
+	default:
+	}
+	c.log.Warn("child did not exit in time; killing its process group",
+		"pid", c.pid, "timeout", c.killTimeout)
+	// The group outlives its leader while members remain, and its id
+	// cannot be reused meanwhile, so this also catches grandchildren.
+	if err := syscall.Kill(-c.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		c.log.Warn("kill process group", "pid", c.pid, "err", err)
+	}
+	if err := c.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		c.log.Warn("kill child", "pid", c.pid, "err", err)
+	}
+}
+
+// wait is the goroutine that owns waiting for the child (and, with Reap,
+// for every other child of this process) until the child has exited.
+func (c *Child) wait() {
+	defer close(c.done)
+	if c.reap {
+		c.reapUntilExit()
+	}
+	err := c.cmd.Wait()
+	if c.reap {
+		c.reapExited()
+	}
+	c.err = c.result(err)
+	c.log.Debug("child exited", "pid", c.pid, "err", c.err)
+}
+
+// result converts the error from exec.Cmd.Wait to Wait's contract.
+func (c *Child) result(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return exitErrorFrom(ws)
+		}
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The child exited 0, but something it started kept its output
+		// pipe open past the kill timeout. The exit is what counts.
+		c.log.Warn("child exited but its output stayed open; closed it", "pid", c.pid)
+		return nil
+	}
+	return fmt.Errorf("wait for child %d: %w", c.pid, err)
+}
+
+// ExitError reports a child that exited with a non-zero status or was
+// killed by a signal.
+type ExitError struct {
+	code int
+	sig  syscall.Signal
+}
+
+func exitErrorFrom(ws syscall.WaitStatus) *ExitError {
+	if ws.Signaled() {
+		return &ExitError{code: 128 + int(ws.Signal()), sig: ws.Signal()}
+	}
+	return &ExitError{code: ws.ExitStatus()}
+}
+
+// ExitCode returns the child's exit status, or 128+n if it was killed by
+// signal n (the shell convention; 137 for SIGKILL). It is meant to be used
+// as this process's own exit code.
+func (e *ExitError) ExitCode() int { return e.code }
+
+// Signal returns the signal that killed the child, or 0 if it exited
+// normally.
+func (e *ExitError) Signal() syscall.Signal { return e.sig }
+
+// Error returns "child exited with status 3" or "child killed by signal
+// TERM".
+func (e *ExitError) Error() string {
+	if e.sig != 0 {
+		return "child killed by signal " + signalName(e.sig)
+	}
+	return fmt.Sprintf("child exited with status %d", e.code)
+}

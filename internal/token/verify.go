@@ -1,0 +1,210 @@
+package token
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// DefaultMaxSize is the token size limit used when a MaxSize is 0 or less.
+const DefaultMaxSize = 1 << 20
+
+// VerifyOptions configures Verify.
+type VerifyOptions struct {
+	// Keys are the verify keys (run.verifyKeys followed by the source's
+	// verifyKeys). Empty means every token is refused with ReasonNoKeys.
+	Keys PublicKeys
+	// JWTRule is an expr-lang expression over the claims (see CheckClaims).
+	// Empty means no rule.
+	JWTRule string
+	// Now returns the current time for exp/nbf. Nil means time.Now.
+	Now func() time.Time
+	// MaxSize is the largest accepted token in bytes. 0 or less means
+	// DefaultMaxSize (1 MiB).
+	MaxSize int
+}
+
+// header is the part of the JOSE header Verify looks at.
+type header struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+}
+
+// parsed is a decoded, unverified token.
+type parsed struct {
+	raw    string
+	header header
+	claims *Claims
+}
+
+const malformedHint = "the input must be one JWT: three base64url parts joined by dots"
+
+// Parse decodes a token without verifying anything, for `etcha jwt`, which
+// prints the claims even when verification fails. Surrounding whitespace is
+// ignored. maxSize as in VerifyOptions.MaxSize. Errors are *VerifyError
+// with ReasonTooLarge or ReasonMalformed.
+func Parse(token string, maxSize int) (*Claims, error) {
+	p, err := parse(token, maxSize)
+	if err != nil {
+		return nil, err
+	}
+	return p.claims, nil
+}
+
+func parse(tok string, maxSize int) (*parsed, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxSize
+	}
+	if len(tok) > maxSize {
+		return nil, refuse(ReasonTooLarge, nil, "jwt is %d bytes, over the %d-byte limit; make the pattern smaller or raise the limit", len(tok), maxSize)
+	}
+	tok = strings.TrimSpace(tok)
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil, refuse(ReasonMalformed, nil, "malformed jwt: %d parts, want 3; %s", len(parts), malformedHint)
+	}
+	p := &parsed{raw: tok, claims: &Claims{}}
+	if err := decodePart(parts[0], &p.header); err != nil {
+		return nil, refuse(ReasonMalformed, err, "malformed jwt header: %s; %s", firstLine(err), malformedHint)
+	}
+	if err := decodePart(parts[1], p.claims); err != nil {
+		return nil, refuse(ReasonMalformed, err, "malformed jwt payload: %s; %s", firstLine(err), malformedHint)
+	}
+	// An empty signature (alg "none") decodes; the signature step refuses it.
+	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
+		return nil, refuse(ReasonMalformed, err, "malformed jwt signature: %s; %s", firstLine(err), malformedHint)
+	}
+	return p, nil
+}
+
+func decodePart(s string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("bad base64url: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("bad JSON: %w", err)
+	}
+	return nil
+}
+
+// Verify checks a token and returns its claims and the key that verified
+// it. Steps, in order (spec §3.6):
+//
+//  1. Size (ReasonTooLarge), then decoding of the three parts
+//     (ReasonMalformed). Surrounding whitespace is ignored.
+//  2. Keys: none configured → ReasonNoKeys.
+//  3. Signature: only keys whose type matches the header alg are tried
+//     (EdDSA ↔ ed25519, ES256 ↔ ecp256, RS256 ↔ rsa2048), each with the
+//     algorithm pinned to that key type; keys whose ID equals the header
+//     kid first, then the others in list order. "none", HMAC and any other
+//     alg are refused. No key verifies → ReasonSignature.
+//  4. Times, no leeway: now >= exp → ReasonExpired; now < nbf →
+//     ReasonNotYetValid.
+//  5. CheckClaims: jwtRule (ReasonRule), then the entrypoint
+//     (ReasonNoEntrypoint).
+//
+// Every refusal is a *VerifyError; on refusal the claims are nil. Verify is
+// safe for concurrent use.
+func Verify(token string, opts VerifyOptions) (*Claims, PublicKey, error) {
+	p, err := parse(token, opts.MaxSize) // (1)
+	if err != nil {
+		return nil, PublicKey{}, err
+	}
+	if len(opts.Keys) == 0 { // (2)
+		return nil, PublicKey{}, refuse(ReasonNoKeys, nil, "no verify keys configured; add the signer's public key to run.verifyKeys or the source's verifyKeys")
+	}
+	key, err := verifySignature(p, opts.Keys) // (3)
+	if err != nil {
+		return nil, PublicKey{}, err
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	if err := checkTimes(p.claims, now()); err != nil { // (4)
+		return nil, PublicKey{}, err
+	}
+	if err := CheckClaims(p.claims, opts.JWTRule); err != nil { // (5)
+		return nil, PublicKey{}, err
+	}
+	return p.claims, key, nil
+}
+
+// candidates returns the keys of the type matching alg, those whose ID is
+// kid first.
+func candidates(keys PublicKeys, alg, kid string) []PublicKey {
+	var first, rest []PublicKey
+	for _, k := range keys {
+		if k.Alg() != alg || k.Key == nil {
+			continue
+		}
+		if kid != "" && k.ID == kid {
+			first = append(first, k)
+		} else {
+			rest = append(rest, k)
+		}
+	}
+	return append(first, rest...)
+}
+
+// skipClaims lets the jwt parser check the signature without decoding the
+// payload a second time; parse already decoded it.
+type skipClaims struct{ jwt.RegisteredClaims }
+
+func (*skipClaims) UnmarshalJSON([]byte) error { return nil }
+
+func verifySignature(p *parsed, keys PublicKeys) (PublicKey, error) {
+	alg := p.header.Alg
+	switch alg {
+	case "EdDSA", "ES256", "RS256":
+	default:
+		return PublicKey{}, refuse(ReasonSignature, nil, "jwt alg %q is not accepted; sign it with an ed25519, ecp256 or rsa2048 key (EdDSA, ES256, RS256)", alg)
+	}
+	cands := candidates(keys, alg, p.header.Kid)
+	if len(cands) == 0 {
+		return PublicKey{}, refuse(ReasonSignature, nil, "jwt is signed with %s (kid %q) but none of the %d verify keys is of that type; add the signer's public key to the verify keys", alg, p.header.Kid, len(keys))
+	}
+	var last error
+	for _, k := range cands {
+		if last = checkSignature(p.raw, k); last == nil {
+			return k, nil
+		}
+	}
+	return PublicKey{}, refuse(ReasonSignature, last, "jwt signature (%s, kid %q) matches none of the %d %s verify keys; sign it with a key whose public key is configured, or add that key", alg, p.header.Kid, len(cands), alg)
+}
+
+// checkSignature verifies raw with one key, the algorithm pinned to the
+// key's type whatever the header says.
+func checkSignature(raw string, k PublicKey) error {
+	want := k.Alg()
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{want}), jwt.WithoutClaimsValidation())
+	_, err := parser.ParseWithClaims(raw, &skipClaims{}, func(t *jwt.Token) (any, error) {
+		if t.Method == nil || t.Method.Alg() != want {
+			return nil, fmt.Errorf("alg mismatch: key %q verifies only %s", k.ID, want)
+		}
+		return k.Key, nil
+	})
+	return err
+}
+
+func checkTimes(c *Claims, now time.Time) error {
+	if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
+		return refuse(ReasonExpired, nil, "jwt expired at %s; build and publish a new one", c.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if !c.NotBefore.IsZero() && now.Before(c.NotBefore) {
+		return refuse(ReasonNotYetValid, nil, "jwt is not valid before %s (now %s); check the clocks of this host and the build host", c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// firstLine returns the first line of err's text; expr errors append a
+// source excerpt on further lines.
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}

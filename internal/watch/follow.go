@@ -1,0 +1,163 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// stableWatch is how long a watch must have lived, when it delivered
+// nothing, to count as healthy and reset the retry backoff.
+const stableWatch = 10 * time.Second
+
+// followResult says why follow stopped.
+type followResult struct {
+	cause   string // Batch.Cause of the resync; "" if ctx is done
+	healthy bool   // the watch worked for a while, so the backoff may reset
+}
+
+// follower is the state of one watch, from creation until it is abandoned.
+type follower struct {
+	w       *Watcher
+	out     chan<- Batch
+	snapRev int64 // revision of the snapshot the watch continues
+	lastRev int64 // revision of the last batch sent
+
+	start     time.Time
+	created   bool
+	responses int       // responses after creation
+	heard     time.Time // when the last response was received
+	asked     time.Time // when the unanswered progress request was sent; zero if none
+}
+
+// follow watches the prefix from rev+1 and sends one batch per revision
+// until the watch loses continuity or ctx is done. The watch's context is
+// always cancelled on return, which releases its gRPC stream.
+func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) followResult {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	defer w.update(func(s *Status) { s.Connected = false })
+
+	f := &follower{w: w, out: out, snapRev: rev, lastRev: rev, start: time.Now()}
+	wch := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1),
+		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
+	var tick <-chan time.Time
+	if w.progress > 0 {
+		t := time.NewTicker(w.progress)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		var cause string
+		select {
+		case <-ctx.Done():
+			return followResult{}
+		case resp, ok := <-wch:
+			cause = f.handle(ctx, resp, ok)
+		case <-tick:
+			cause = f.checkProgress(wctx)
+		}
+		if ctx.Err() != nil {
+			return followResult{}
+		}
+		if cause != "" {
+			healthy := f.created && (f.responses > 0 || time.Since(f.start) >= stableWatch)
+			return followResult{cause: cause, healthy: healthy}
+		}
+	}
+}
+
+// handle processes one watch response and returns a resync cause if the
+// watch lost continuity, or "".
+func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok bool) string {
+	if !ok {
+		return CauseWatchClosed
+	}
+	f.heard = time.Now()
+	f.w.update(func(s *Status) { s.LastHeard = f.heard })
+	if err := resp.Err(); err != nil {
+		return f.failure(resp, err)
+	}
+	if resp.Created {
+		f.created = true
+		f.w.update(func(s *Status) { s.Connected = true })
+		return ""
+	}
+	f.responses++
+	if resp.IsProgressNotify() {
+		f.w.update(func(s *Status) { s.ProgressNotifies++ })
+		return ""
+	}
+	for _, b := range f.batches(resp.Events) {
+		if !f.w.send(ctx, f.out, b) {
+			return ""
+		}
+		f.lastRev = b.Rev
+		// Time spent waiting for the consumer is not etcd's silence.
+		f.asked = time.Time{}
+	}
+	return ""
+}
+
+// failure turns a watch error into a resync cause, and records it.
+func (f *follower) failure(resp clientv3.WatchResponse, err error) string {
+	f.w.update(func(s *Status) { s.LastError = err.Error() })
+	switch {
+	case resp.CompactRevision != 0:
+		return fmt.Sprintf("%s: etcd compacted up to revision %d, the watch was at %d",
+			CauseCompacted, resp.CompactRevision, f.lastRev)
+	case errors.Is(err, rpctypes.ErrNoLeader):
+		return CauseNoLeader + ": " + err.Error()
+	}
+	return CauseWatchError + ": " + err.Error()
+}
+
+// checkProgress runs on every ProgressInterval tick: it fails the watch if
+// the previous progress request went unanswered, else sends a new one.
+func (f *follower) checkProgress(wctx context.Context) string {
+	if !f.asked.IsZero() && f.heard.Before(f.asked) {
+		return fmt.Sprintf("%s: no answer from etcd for %s", CauseProgressTimeout,
+			time.Since(f.asked).Round(time.Millisecond))
+	}
+	f.asked = time.Now()
+	// RequestProgress blocks while the client reconnects; bound it so that
+	// the next tick can notice the silence. The derived context keeps the
+	// watch context's metadata, so it addresses the watch's own stream.
+	ctx, cancel := context.WithTimeout(wctx, f.w.progress)
+	defer cancel()
+	if err := f.w.client.RequestProgress(ctx); err != nil && wctx.Err() == nil {
+		f.w.log.Debug("etcd progress request failed", "err", err)
+	}
+	return ""
+}
+
+// batches groups events into one batch per revision, in order. A watch
+// response never splits a revision (etcd only does that with WithFragment,
+// which is not used). Events already covered by the snapshot or older than
+// the last batch are dropped, so the consumer never goes back in time.
+func (f *follower) batches(events []*clientv3.Event) []Batch {
+	var bs []Batch
+	for _, ev := range events {
+		rev := ev.Kv.ModRevision
+		if rev <= f.snapRev || rev < f.lastRev {
+			continue
+		}
+		if len(bs) == 0 || bs[len(bs)-1].Rev != rev {
+			bs = append(bs, Batch{Rev: rev})
+		}
+		c := Change{Key: strings.TrimPrefix(string(ev.Kv.Key), f.w.prefix)}
+		if ev.Type == clientv3.EventTypeDelete {
+			c.Delete = true
+		} else {
+			c.Value = ev.Kv.Value
+		}
+		b := &bs[len(bs)-1]
+		b.Changes = append(b.Changes, c)
+	}
+	return bs
+}

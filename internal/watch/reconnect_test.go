@@ -1,0 +1,208 @@
+package watch_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dispenser-dev/dispenser/internal/etcdtest"
+	"github.com/dispenser-dev/dispenser/internal/watch"
+)
+
+// fast keeps retries quick in tests.
+var fast = watch.Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, RequestTimeout: 2 * time.Second}
+
+func withPrefix(o watch.Options, prefix string) watch.Options {
+	o.Prefix = prefix
+	return o
+}
+
+func TestCompactionWhileDisconnectedResyncs(t *testing.T) {
+	s := etcdtest.Start(t)
+	c := s.Client(t)
+	put(t, c, "/app/a", "1")
+	put(t, c, "/app/b", "1")
+	put(t, c, "/app/c", "1")
+	h := startWatcher(t, s, withPrefix(fast, "/app/"))
+	nextReset(t, h)
+	waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
+
+	// While the watcher cannot reach it, etcd serves elsewhere, changes the
+	// keys and compacts away the revisions the watch would resume from.
+	origPort := s.Port()
+	s.Stop()
+	s.StartOn(etcdtest.FreePort(t))
+	other := s.Client(t)
+	put(t, other, "/app/a", "2")
+	if _, err := other.Delete(ctxT(t), "/app/b"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	rev := put(t, other, "/app/d", "new")
+	if _, err := other.Compact(ctxT(t), rev, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	other.Close()
+	s.Stop()
+	s.StartOn(origPort)
+
+	b := nextReset(t, h)
+	if got, want := watch.CauseKind(b.Cause), watch.CauseCompacted; got != want {
+		t.Errorf("Cause = %q, want kind %q", b.Cause, want)
+	}
+	if got, want := content(b.Changes), map[string]string{"a": "2", "c": "1", "d": "new"}; !maps.Equal(got, want) {
+		t.Errorf("content = %v, want %v", got, want)
+	}
+	if got, want := b.Rev, rev; got != want {
+		t.Errorf("Rev = %d, want %d", got, want)
+	}
+	waitLog(t, h.logs, "WARN", "lost continuity", "compacted")
+
+	// And it follows changes again.
+	rev = put(t, c, "/app/e", "after")
+	if b := next(t, h.ch, wait); b.Reset || b.Rev != rev {
+		t.Fatalf("batch after resync = %+v, want rev %d", b, rev)
+	}
+	if got, want := h.w.Status().Resyncs, map[string]int64{watch.CauseInitial: 1, watch.CauseCompacted: 1}; !maps.Equal(got, want) {
+		t.Errorf("Status().Resyncs = %v, want %v", got, want)
+	}
+}
+
+func TestRestartResumesWithoutResync(t *testing.T) {
+	s := etcdtest.Start(t)
+	c := s.Client(t)
+	put(t, c, "/app/a", "1")
+	h := startWatcher(t, s, withPrefix(fast, "/app/"))
+	nextReset(t, h)
+	waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
+
+	s.Restart()
+	rev := put(t, c, "/app/a", "2")
+	b := next(t, h.ch, wait)
+	if b.Reset {
+		t.Fatalf("got a Reset (cause %q) after a plain restart, want the put as a normal batch", b.Cause)
+	}
+	if got, want := content(b.Changes), map[string]string{"a": "2"}; b.Rev != rev || !maps.Equal(got, want) {
+		t.Fatalf("batch = rev %d %v, want rev %d %v", b.Rev, got, rev, want)
+	}
+}
+
+func TestEtcdDownAtStart(t *testing.T) {
+	s := etcdtest.Start(t)
+	c := s.Client(t)
+	rev := put(t, c, "/app/k", "v")
+	port := s.Port()
+	s.Stop()
+
+	h := startWatcher(t, s, withPrefix(fast, "/app/"))
+	line := waitLog(t, h.logs, "WARN", "etcd get /app/ failed:", "; retrying in ")
+	t.Logf("logged: %s", line)
+	if st := h.w.Status(); st.LastError == "" || st.Connected || st.Rev != 0 {
+		t.Errorf("Status() while down = %+v, want LastError set, not connected, Rev 0", st)
+	}
+
+	s.StartOn(port)
+	b := nextReset(t, h)
+	if got, want := b.Cause, watch.CauseInitial; got != want {
+		t.Errorf("Cause = %q, want %q", got, want)
+	}
+	if got, want := content(b.Changes), map[string]string{"k": "v"}; b.Rev != rev || !maps.Equal(got, want) {
+		t.Fatalf("batch = rev %d %v, want rev %d %v", b.Rev, got, rev, want)
+	}
+}
+
+func TestCancelReturnsPromptly(t *testing.T) {
+	s := etcdtest.Start(t)
+	c := s.Client(t)
+	put(t, c, "/app/k", "v")
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, h *harness)
+	}{
+		{"blocked sending", func(t *testing.T, h *harness) {
+			waitStatus(t, h.w, "a successful Get", func(st watch.Status) bool { return !st.LastHeard.IsZero() })
+		}},
+		{"watching", func(t *testing.T, h *harness) {
+			nextReset(t, h)
+			waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
+		}},
+		{"watch blocked sending", func(t *testing.T, h *harness) {
+			nextReset(t, h)
+			before := waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected }).LastHeard
+			put(t, c, "/app/k", "unread")
+			waitStatus(t, h.w, "the event", func(st watch.Status) bool { return st.LastHeard.After(before) })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startWatcher(t, s, withPrefix(fast, "/app/"))
+			tc.setup(t, h)
+			start := time.Now()
+			if err := h.stop(); !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v, want context.Canceled", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Run took %v to return after cancel", d)
+			}
+		})
+	}
+	t.Run("etcd down", func(t *testing.T) {
+		h := startWatcher(t, s, withPrefix(fast, "/app/"))
+		nextReset(t, h)
+		s.Stop()
+		waitLog(t, h.logs, "etcd get /app/ failed")
+		start := time.Now()
+		if err := h.stop(); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run() = %v, want context.Canceled", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Run took %v to return after cancel", d)
+		}
+	})
+}
+
+func TestDeniedReadIsLoggedWithHint(t *testing.T) {
+	s := etcdtest.Start(t)
+	root := s.Client(t)
+	ctx := ctxT(t)
+	for _, step := range []struct {
+		name string
+		do   func() error
+	}{
+		{"add root", func() error { _, err := root.UserAdd(ctx, "root", "rootpw"); return err }},
+		{"grant root", func() error { _, err := root.UserGrantRole(ctx, "root", "root"); return err }},
+		{"add reader", func() error { _, err := root.UserAdd(ctx, "reader", "pw"); return err }},
+		{"add role", func() error { _, err := root.RoleAdd(ctx, "other"); return err }},
+		{"grant other", func() error {
+			_, err := root.RoleGrantPermission(ctx, "other", "/other/", clientv3.GetPrefixRangeEnd("/other/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		}},
+		{"grant role", func() error { _, err := root.UserGrantRole(ctx, "reader", "other"); return err }},
+		{"enable auth", func() error { _, err := root.AuthEnable(ctx); return err }},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+	}
+	reader, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{s.Endpoint()}, Username: "reader", Password: "pw",
+		DialTimeout: wait, Logger: zapNop(),
+	})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	o := withPrefix(fast, "/app/")
+	o.Client = reader
+	h := startWatcher(t, s, o)
+	line := waitLog(t, h.logs, "etcd get /app/ failed", "permission denied", "hint=")
+	if !strings.Contains(line, "read permission on the prefix") {
+		t.Errorf("log line %q lacks the grant hint", line)
+	}
+	if st := h.w.Status(); !strings.Contains(st.LastError, "permission denied") {
+		t.Errorf("Status().LastError = %q, want permission denied", st.LastError)
+	}
+}

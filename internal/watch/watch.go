@@ -1,0 +1,273 @@
+// Package watch mirrors the keys under one etcd prefix as a stream of
+// batches: first one consistent snapshot of the whole prefix, then one batch
+// per etcd revision that touched the prefix, in revision order.
+//
+// It is the only user of the clientv3 KV watch API in dispenser. The stream
+// has no gaps and no duplicates: the snapshot is read at a single revision
+// (paged, linearizable) and the watch starts at the revision after it. When
+// continuity is lost (the resume revision was compacted, the watch failed or
+// was cancelled, the member lost its leader, or a progress request went
+// unanswered) the Watcher reads a fresh snapshot and sends it as a Reset
+// batch, which the consumer must treat as the complete new state.
+//
+// It deliberately does not write files, coalesce bursts, decide key→path
+// mappings, or create or configure the etcd client: the caller passes a
+// ready *clientv3.Client and owns it. It never gives up on etcd errors; it
+// logs them and retries with backoff until its context is done.
+package watch
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Change is one key's new state within a Batch.
+type Change struct {
+	// Key is the etcd key with Options.Prefix removed.
+	Key string
+	// Value is the key's value, nil for a delete (and possibly for an empty
+	// value).
+	Value []byte
+	// Delete is true if the key was deleted at this revision.
+	Delete bool
+}
+
+// Batch is what the consumer applies atomically: either a complete snapshot
+// (Reset) or all changes of one etcd revision.
+type Batch struct {
+	// Rev is the etcd revision this batch brings the consumer to.
+	Rev int64
+	// Reset, when true, means Changes is the complete current content of the
+	// prefix (no deletes, sorted by key): the consumer replaces its whole
+	// state and removes anything not listed.
+	Reset bool
+	// Changes are sorted by key for Reset batches and in etcd's event order
+	// (the order of the transaction's operations) otherwise. A key appears at
+	// most once in a Reset batch; in a revision batch a key appears once,
+	// because etcd forbids touching a key twice in one transaction.
+	Changes []Change
+	// Cause says why a Reset batch was sent, for logs and metrics: "initial",
+	// or a kind optionally followed by ": detail", e.g. "compacted: ...",
+	// "watch-error: ...", "watch-closed", "no-leader: ...",
+	// "progress-timeout: ...". CauseKind extracts the kind. Empty for
+	// revision batches.
+	Cause string
+}
+
+// Resync cause kinds; Batch.Cause starts with one of these.
+const (
+	CauseInitial         = "initial"
+	CauseCompacted       = "compacted"
+	CauseWatchError      = "watch-error"
+	CauseWatchClosed     = "watch-closed"
+	CauseNoLeader        = "no-leader"
+	CauseProgressTimeout = "progress-timeout"
+)
+
+// CauseKind returns the kind of a Batch.Cause: the part before the first
+// ": ", e.g. "compacted" for "compacted: revision 12 is gone". Use it as a
+// bounded metrics label.
+func CauseKind(cause string) string {
+	kind, _, _ := strings.Cut(cause, ": ")
+	return kind
+}
+
+// Options configure a Watcher. Only Client is required.
+type Options struct {
+	// Client is the etcd client. The Watcher never closes it.
+	Client *clientv3.Client
+	// Prefix is the etcd key prefix, used verbatim (the caller normalises a
+	// trailing "/"). Empty means all keys.
+	Prefix string
+	// PageSize is the number of keys per Get request of a snapshot; zero
+	// means 1000.
+	PageSize int64
+	// MinBackoff and MaxBackoff bound the delay between retries after etcd
+	// errors (exponential, with full jitter); zero means 100ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// RequestTimeout bounds each Get of a snapshot, so that a stuck member
+	// cannot stall a resync forever; zero means 30s.
+	RequestTimeout time.Duration
+	// ProgressInterval, if non-zero, makes the Watcher request a progress
+	// notification every interval and expect it (or any other watch
+	// response) within the next interval; if none arrives it abandons the
+	// watch and resyncs with cause "progress-timeout". Zero disables it.
+	ProgressInterval time.Duration
+	// Logger receives warnings about etcd errors and resyncs; nil discards.
+	Logger *slog.Logger
+}
+
+// Status is a snapshot of a Watcher's health, for health checks and metrics.
+type Status struct {
+	// Rev is the revision of the last batch sent to the consumer; 0 before
+	// the first.
+	Rev int64
+	// Connected is true while a watch is established (etcd confirmed its
+	// creation and it has not failed since). It cannot see transparent
+	// reconnects inside the client; use ProgressInterval and LastHeard to
+	// detect a silent connection.
+	Connected bool
+	// LastBatch is when the last batch was sent; zero before the first.
+	LastBatch time.Time
+	// LastHeard is when etcd last answered: a snapshot, an event, a progress
+	// notification or the watch's creation.
+	LastHeard time.Time
+	// ProgressNotifies counts the progress notifications received.
+	ProgressNotifies int64
+	// Resyncs counts the Reset batches sent, by CauseKind, including the
+	// initial one. It is a copy; the caller may modify it.
+	Resyncs map[string]int64
+	// LastError is the last etcd error seen, or "" if there has been none.
+	LastError string
+}
+
+// Watcher follows one prefix. Create it with New and start it with Run.
+type Watcher struct {
+	client   *clientv3.Client
+	prefix   string
+	pageSize int64
+	minBO    time.Duration
+	maxBO    time.Duration
+	reqTO    time.Duration
+	progress time.Duration
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New returns a Watcher for opts, with zero values replaced by defaults.
+func New(opts Options) *Watcher {
+	w := &Watcher{
+		client:   opts.Client,
+		prefix:   opts.Prefix,
+		pageSize: opts.PageSize,
+		minBO:    opts.MinBackoff,
+		maxBO:    opts.MaxBackoff,
+		reqTO:    opts.RequestTimeout,
+		progress: opts.ProgressInterval,
+		log:      opts.Logger,
+		status:   Status{Resyncs: map[string]int64{}},
+	}
+	if w.pageSize <= 0 {
+		w.pageSize = 1000
+	}
+	if w.minBO <= 0 {
+		w.minBO = 100 * time.Millisecond
+	}
+	if w.maxBO <= 0 {
+		w.maxBO = 30 * time.Second
+	}
+	if w.maxBO < w.minBO {
+		w.maxBO = w.minBO
+	}
+	if w.reqTO <= 0 {
+		w.reqTO = 30 * time.Second
+	}
+	if w.log == nil {
+		w.log = slog.New(slog.DiscardHandler)
+	}
+	w.log = w.log.With("component", "watch", "prefix", w.prefix)
+	return w
+}
+
+// Run sends batches on out until ctx is done, then returns ctx.Err(). It
+// never returns because of etcd errors: it logs each one and retries with
+// backoff. The first batch is a Reset with cause "initial".
+//
+// Run does not close out. Every send on out also waits on ctx, so a consumer
+// that stops reading must cancel ctx. Call Run at most once at a time.
+//
+// Steps, repeated until ctx is done:
+//  1. Read a snapshot of the prefix at one revision; on error log, back off
+//     and retry.
+//  2. Send it as a Reset batch.
+//  3. Watch from the snapshot's revision + 1 and send one batch per
+//     revision, until the watch loses continuity.
+//  4. Back off (the delay resets once a watch has proved healthy) and go to 1.
+func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
+	bo := newBackoff(w.minBO, w.maxBO)
+	cause := CauseInitial
+	for {
+		snap, err := w.snapshot(ctx) // (1)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !w.retryGet(ctx, bo, err) {
+				return ctx.Err()
+			}
+			continue
+		}
+		if !w.send(ctx, out, Batch{Rev: snap.rev, Reset: true, Changes: snap.changes, Cause: cause}) { // (2)
+			return ctx.Err()
+		}
+		res := w.follow(ctx, snap.rev, out) // (3)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if res.healthy {
+			bo.reset()
+		}
+		cause = res.cause
+		d := bo.next() // (4)
+		w.log.Warn("etcd watch of "+w.prefix+" lost continuity; resyncing in "+d.Round(time.Millisecond).String(),
+			"cause", cause, "rev", w.Status().Rev)
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// Status returns the current status. It is safe for concurrent use.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.status
+	s.Resyncs = make(map[string]int64, len(w.status.Resyncs))
+	for k, v := range w.status.Resyncs {
+		s.Resyncs[k] = v
+	}
+	return s
+}
+
+// update changes the status under the lock.
+func (w *Watcher) update(f func(s *Status)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f(&w.status)
+}
+
+// send delivers b unless ctx is done first, and records it in the status.
+func (w *Watcher) send(ctx context.Context, out chan<- Batch, b Batch) bool {
+	select {
+	case out <- b:
+	case <-ctx.Done():
+		return false
+	}
+	w.update(func(s *Status) {
+		s.Rev = b.Rev
+		s.LastBatch = time.Now()
+		if b.Reset {
+			s.Resyncs[CauseKind(b.Cause)]++
+		}
+	})
+	return true
+}
+
+// sleep waits for d or until ctx is done; it reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

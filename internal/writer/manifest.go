@@ -1,0 +1,113 @@
+package writer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"slices"
+)
+
+// manifest is the plain layout's record of the files and directories the
+// writer created, so stale cleanup never touches anything else. On disk it
+// is "..dispenser-manifest", JSON:
+//
+//	{"version":1,"files":["a","b/c"],"dirs":["b"]}
+type manifest struct {
+	Files map[string]bool
+	Dirs  map[string]bool
+	saved string // JSON as last read or written; "" if none
+}
+
+type manifestJSON struct {
+	Version int      `json:"version"`
+	Files   []string `json:"files"`
+	Dirs    []string `json:"dirs"`
+}
+
+func newManifest() *manifest {
+	return &manifest{Files: make(map[string]bool), Dirs: make(map[string]bool)}
+}
+
+func (m *manifest) clone() *manifest {
+	return &manifest{Files: maps.Clone(m.Files), Dirs: maps.Clone(m.Dirs), saved: m.saved}
+}
+
+func (m *manifest) dirList() []string {
+	return slices.Collect(maps.Keys(m.Dirs))
+}
+
+func (m *manifest) encode() string {
+	j := manifestJSON{Version: 1, Files: slices.Sorted(maps.Keys(m.Files)), Dirs: slices.Sorted(maps.Keys(m.Dirs))}
+	if j.Files == nil {
+		j.Files = []string{}
+	}
+	if j.Dirs == nil {
+		j.Dirs = []string{}
+	}
+	b, _ := json.Marshal(j) // cannot fail: strings only
+	return string(b)
+}
+
+// readManifest reads the manifest, returning nil if there is none. A
+// corrupt manifest is logged and treated as empty; entries that are not
+// valid keys are dropped, so a tampered manifest cannot direct removals.
+func (s *state) readManifest() (*manifest, error) {
+	b, err := s.root.ReadFile(manifestName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", manifestName, err)
+	}
+	m := newManifest()
+	m.saved = string(b)
+	var j manifestJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		s.w.log.Warn("ignoring corrupt manifest; files it listed are no longer cleaned up", "path", manifestName, "err", err)
+		return m, nil
+	}
+	for _, f := range j.Files {
+		if ValidateKey(f) == nil {
+			m.Files[f] = true
+		}
+	}
+	for _, d := range j.Dirs {
+		if ValidateKey(d) == nil {
+			m.Dirs[d] = true
+		}
+	}
+	return m, nil
+}
+
+// saveManifest writes m atomically if it changed since it was last saved.
+func (s *state) saveManifest(m *manifest) error {
+	data := m.encode()
+	if data == m.saved {
+		s.w.manifestJSON = data
+		return nil
+	}
+	tmp := tempName(tmpPrefix + "manifest")
+	f, err := s.root.OpenFile(tmp, osCreateNew, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", manifestName, err)
+	}
+	_, err = f.Write([]byte(data))
+	if err == nil && s.w.opts.Fsync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.root.Rename(tmp, manifestName)
+	}
+	if err != nil {
+		s.root.Remove(tmp)
+		return fmt.Errorf("write %s: %w", manifestName, err)
+	}
+	m.saved = data
+	s.w.manifestJSON = data
+	return s.syncDir(".")
+}

@@ -1,0 +1,297 @@
+// Package writer mirrors a set of key/value pairs as files under one target
+// directory: each key is a relative path, each value the file's content.
+//
+// Two layouts exist. [Atomic] (the default) keeps the files in a hidden
+// generation directory and switches all of them at once by renaming one
+// "..data" symlink, so a reader resolving paths after the switch sees the
+// whole new set, never a mix; each top-level name in the target is a symlink
+// into "..data". [Plain] replaces each file in place with a temp file and a
+// rename, and records what it created in "..dispenser-manifest".
+//
+// Every name the writer uses for itself starts with "..", which no valid key
+// may contain as a segment. Keys are validated before touching the disk and
+// all file system access goes through [os.Root], so neither hostile keys nor
+// symlinks planted in the target reach outside it. Files the writer did not
+// create are never deleted; one that stands where a key must go is replaced
+// (files and symlinks) or renamed aside (directories), with a warning.
+//
+// The package does not talk to etcd, signal processes or retry on its own:
+// the caller strips the etcd prefix, feeds [Writer.Sync] and [Writer.Apply],
+// and calls again after an error (the writer keeps the desired state).
+package writer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// Layout selects how files are arranged in the target directory.
+type Layout int
+
+const (
+	// Atomic keeps files in a generation directory behind a "..data" symlink.
+	Atomic Layout = iota
+	// Plain writes each file directly at its path, one rename per file.
+	Plain
+)
+
+// ParseLayout parses "atomic" or "plain".
+func ParseLayout(s string) (Layout, error) {
+	switch s {
+	case "atomic":
+		return Atomic, nil
+	case "plain":
+		return Plain, nil
+	}
+	return 0, fmt.Errorf("unknown layout %q; use \"atomic\" or \"plain\"", s)
+}
+
+func (l Layout) String() string {
+	if l == Plain {
+		return "plain"
+	}
+	return "atomic"
+}
+
+// ErrChownNotPermitted is wrapped by the error [New] returns when Options.UID
+// or Options.GID is set but the process may not give files away (normally
+// because it is not root). The caller adds the name of its flag.
+var ErrChownNotPermitted = errors.New("changing the owner of files requires root")
+
+// Options configure a [Writer]. The zero value of each field is documented.
+type Options struct {
+	// Dir is the target directory. New creates it (mode 0755) if missing.
+	// Required.
+	Dir string
+	// Layout defaults to Atomic.
+	Layout Layout
+	// FileMode is the permission of every file, applied with chmod so the
+	// umask does not matter. Zero means 0600. Only the bits 0777 are allowed.
+	FileMode fs.FileMode
+	// DirMode is the permission of directories the writer creates (nested
+	// keys, generation directories). Zero means 0755.
+	DirMode fs.FileMode
+	// UID and GID are the owner given to every file; -1 leaves the owner the
+	// process creates files with. Beware: the zero value 0 means root, so
+	// callers that do not want a chown must pass -1 explicitly.
+	UID, GID int
+	// Fsync makes the writer fsync every written file and the directories it
+	// changes before reporting success. False skips fsync (faster; a crash
+	// may then leave torn files, which the next Sync repairs).
+	Fsync bool
+	// Logger receives warnings about rejected keys and replaced files. Nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Change is one key update: Value is the new content unless Delete is set.
+type Change struct {
+	Key    string
+	Value  []byte
+	Delete bool
+}
+
+// Result describes what a Sync or Apply did.
+type Result struct {
+	// Changed is true iff a file's content, mode or owner changed, a file
+	// appeared or a file was removed: the caller should signal its child.
+	Changed bool
+	// Written counts files (re)written. Files carried over unchanged from
+	// the previous generation are not counted.
+	Written int
+	// Removed counts files removed.
+	Removed int
+	// Rejected lists every key of the whole desired state that is currently
+	// rejected, sorted by key, not just those of this call. A warning is
+	// logged only the first time a key is rejected.
+	Rejected []Rejection
+}
+
+// Writer applies key/value state to a directory. Its methods must be called
+// from one goroutine at a time; it does no locking of its own, and nothing
+// else may write the managed files of its target concurrently.
+type Writer struct {
+	opts Options
+	log  *slog.Logger
+
+	desired map[string][]byte // full desired state, including rejected keys
+	warned  map[string]bool   // rejected keys already logged
+
+	// disk is what the last successful call left on disk, keyed by path;
+	// trusted is false after an error or before the first Sync, in which
+	// case the next call inspects the disk instead of trusting disk.
+	disk    map[string][]byte
+	trusted bool
+	gen     string          // atomic: generation directory disk lives in
+	dirs    map[string]bool // plain: directories the writer created
+	// manifestJSON is the plain manifest as last written, when trusted.
+	manifestJSON string
+}
+
+// New checks opts and returns a Writer with an empty desired state. It
+// creates opts.Dir if needed and fails if it is not a writable directory, or
+// if a chown to opts.UID/opts.GID is not permitted (wrapping
+// [ErrChownNotPermitted]). New does not modify existing files; call Sync.
+func New(opts Options) (*Writer, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	if err := probe(opts); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Writer{
+		opts:    opts,
+		log:     log.With("component", "writer"),
+		desired: make(map[string][]byte),
+		warned:  make(map[string]bool),
+		disk:    make(map[string][]byte),
+		dirs:    make(map[string]bool),
+	}, nil
+}
+
+func (o *Options) fill() error {
+	if o.Dir == "" {
+		return errors.New("target directory not set; give a directory to write files to")
+	}
+	if o.FileMode == 0 {
+		o.FileMode = 0o600
+	}
+	if o.DirMode == 0 {
+		o.DirMode = 0o755
+	}
+	if o.FileMode&^fs.ModePerm != 0 || o.DirMode&^fs.ModePerm != 0 {
+		return fmt.Errorf("file mode %o or directory mode %o has bits beyond 0777; use plain permission bits", o.FileMode, o.DirMode)
+	}
+	if o.UID < -1 || o.GID < -1 {
+		return fmt.Errorf("invalid owner %d:%d; use -1 to keep the default", o.UID, o.GID)
+	}
+	if o.Layout != Atomic && o.Layout != Plain {
+		return fmt.Errorf("unknown layout %d", o.Layout)
+	}
+	return nil
+}
+
+// probe creates the target and checks that a file can be created (and
+// chowned, if asked) in it.
+func probe(o Options) error {
+	fi, err := os.Stat(o.Dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return fmt.Errorf("create target directory: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("target directory: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("target %s is not a directory; point it at a directory", o.Dir)
+	}
+	name := filepath.Join(o.Dir, tempName("..probe"))
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("target directory not writable: %w", err)
+	}
+	f.Close()
+	defer os.Remove(name)
+	if o.UID == -1 && o.GID == -1 {
+		return nil
+	}
+	err = os.Lchown(name, o.UID, o.GID)
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("%w (owner %d:%d, running as uid %d)", ErrChownNotPermitted, o.UID, o.GID, os.Geteuid())
+	}
+	if err != nil {
+		return fmt.Errorf("chown in target directory: %w", err)
+	}
+	return nil
+}
+
+// Sync replaces the whole desired state with full and makes the managed part
+// of the target mirror it exactly. It inspects the disk rather than trusting
+// earlier calls: files are compared byte for byte and rewritten if they
+// differ, modes and owners are corrected, and entries left by an earlier
+// process (other generations, stale symlinks, manifest entries) are removed.
+// Use it at start-up and on every resync. The writer copies full.
+//
+// On error the previous content stays readable and the desired state is
+// kept, so the next Sync or Apply retries.
+func (w *Writer) Sync(full map[string][]byte) (Result, error) {
+	w.desired = make(map[string][]byte, len(full))
+	for k, v := range full {
+		w.desired[k] = clone(v)
+	}
+	w.trusted = false
+	return w.reconcile()
+}
+
+// Apply changes the desired state by changes, in order, and brings the
+// target up to date. In the atomic layout all changes become visible at once.
+// Apply(nil) retries after an earlier error. The writer copies the values.
+//
+// On error the previous content stays readable and the desired state is
+// kept, so the next call retries.
+func (w *Writer) Apply(changes []Change) (Result, error) {
+	for _, c := range changes {
+		if c.Delete {
+			delete(w.desired, c.Key)
+		} else {
+			w.desired[c.Key] = clone(c.Value)
+		}
+	}
+	return w.reconcile()
+}
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return append([]byte(nil), b...)
+}
+
+func (w *Writer) reconcile() (Result, error) {
+	valid, rejected := partition(w.desired)
+	w.logRejections(rejected)
+	root, err := os.OpenRoot(w.opts.Dir)
+	if err != nil {
+		w.trusted = false
+		return Result{Rejected: rejected}, fmt.Errorf("open target: %w", err)
+	}
+	defer root.Close()
+	s := &state{w: w, root: root, valid: valid}
+	if w.opts.Layout == Plain {
+		err = s.plain()
+	} else {
+		err = s.atomic()
+	}
+	s.res.Rejected = rejected
+	s.res.Changed = s.res.Changed || s.res.Written > 0 || s.res.Removed > 0
+	if err != nil {
+		w.trusted = false
+		return s.res, err
+	}
+	w.disk = make(map[string][]byte, len(valid))
+	for _, k := range valid {
+		w.disk[k] = w.desired[k]
+	}
+	w.trusted = true
+	return s.res, nil
+}
+
+func (w *Writer) logRejections(rejected []Rejection) {
+	now := make(map[string]bool, len(rejected))
+	for _, r := range rejected {
+		now[r.Key] = true
+		if !w.warned[r.Key] {
+			w.log.Warn("skipping key", "key", r.Key, "reason", r.Reason, "err", r.Error())
+		}
+	}
+	w.warned = now
+}
