@@ -36,7 +36,10 @@ type config struct {
 	embedListen string
 	logFormat   string
 	logLevel    string
-	argv        []string // the child; empty in sidecar mode
+	listenHTTP  string        // address of /metrics, /healthz, /readyz; "" when off
+	watchProbe  time.Duration // progress-request interval; 0: off
+	initTimeout time.Duration // give up if the first sync takes longer; 0: wait forever
+	argv        []string      // the child; empty in sidecar mode
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -77,6 +80,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.reap, "reap", false, "reap orphaned zombie processes (always on as PID 1)")
 	fs.StringVar(&c.embedded, "embedded-etcd", "", "start an in-process single-member etcd with its data in `DIR` (development only)")
 	fs.StringVar(&c.embedListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
+	fs.StringVar(&c.listenHTTP, "listen-http", "", "serve /metrics, /healthz and /readyz on `ADDR`, e.g. 127.0.0.1:9090 (default: off)")
+	fs.DurationVar(&c.watchProbe, "watch-probe", 30*time.Second, "ask etcd for watch progress this often and resync if it does not answer (0: off)")
+	fs.DurationVar(&c.initTimeout, "initial-timeout", 0, "give up if the first complete sync takes longer than this (default: wait forever)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 
@@ -114,6 +120,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.killTimeout <= 0 {
 		return nil, usagef("--kill-timeout must be positive, e.g. 10s")
+	}
+	if c.watchProbe < 0 || c.initTimeout < 0 {
+		return nil, usagef("--watch-probe and --initial-timeout cannot be negative")
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, usagef("--log-format %q: use text or json", c.logFormat)

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
@@ -25,12 +27,16 @@ type daemon struct {
 	log     *slog.Logger
 	writer  *writer.Writer
 	watcher *watch.Watcher
+	metrics *metrics.Metrics
 	stdout  io.Writer
 	stderr  io.Writer
 
-	child    *supervisor.Child
-	rejected map[string]bool // keys whose rejection was logged already
-	failures int             // consecutive failed writes, for the retry backoff
+	ready      atomic.Bool           // the first full sync is on disk
+	writeErr   atomic.Pointer[error] // the last write's error; nil after a success
+	child      *supervisor.Child
+	rejected   map[string]bool // keys whose rejection was logged already
+	failures   int             // consecutive failed writes, for the retry backoff
+	appliedRev int64           // etcd revision of the files on disk
 }
 
 // run drives the daemon until the child exits or a stop is asked for.
@@ -71,6 +77,7 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 			return fmt.Errorf("start %s: %w", d.cfg.argv[0], err)
 		}
 		d.child = child
+		d.metrics.ChildStarted()
 		d.log.Info("child started", "pid", child.Pid(), "argv", d.cfg.argv)
 	}
 	sig = d.loop(ctx, batches, sigs) // (4)
@@ -82,11 +89,16 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 // a non-nil signal if a stop was asked for before the write succeeded.
 func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) (os.Signal, error) {
 	var p pending
-	var retry <-chan time.Time
+	var retry, giveUp <-chan time.Time
+	if d.cfg.initTimeout > 0 {
+		giveUp = time.After(d.cfg.initTimeout)
+	}
 	for {
 		select {
 		case b := <-batches:
-			p.add(b)
+			d.take(&p, b)
+		case <-giveUp:
+			return nil, d.initialTimeout()
 		case <-retry:
 		case s := <-sigs:
 			if isStop(s) {
@@ -104,7 +116,8 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 			retry = time.After(d.backoff())
 			continue
 		}
-		d.log.Info("target in sync", "dir", d.cfg.target, "rev", p.rev)
+		d.ready.Store(true)
+		d.log.Info("target in sync", "dir", d.cfg.target)
 		return nil, nil
 	}
 }
@@ -125,8 +138,8 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 	for {
 		select {
 		case b := <-batches:
-			p.add(b)
-			p.drain(batches)
+			d.take(&p, b)
+			d.drain(&p, batches)
 			if d.cfg.waitMin == 0 {
 				d.flushAndSignal(&p, &retry)
 				continue
@@ -174,6 +187,7 @@ func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 		d.log.Warn("files changed but the child could not be signalled", "signal", d.cfg.signal, "err", err)
 		return
 	}
+	d.metrics.Signalled()
 	d.log.Info("signalled child", "signal", d.cfg.signal, "pid", d.child.Pid())
 }
 
@@ -182,6 +196,7 @@ func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 func (d *daemon) flush(p *pending) (bool, error) {
 	var res writer.Result
 	var err error
+	began := time.Now()
 	if p.reset {
 		res, err = d.writer.Sync(p.full)
 	} else {
@@ -192,11 +207,18 @@ func (d *daemon) flush(p *pending) (bool, error) {
 	d.logRejections(res.Rejected)
 	if err != nil {
 		d.failures++
+		d.writeErr.Store(&err)
+		d.metrics.WriteFailed()
 		d.log.Error("write failed; the previous files stay in place and the write is retried",
 			"dir", d.cfg.target, "rev", rev, "err", err)
 		return false, err
 	}
 	d.failures = 0
+	d.writeErr.Store(nil)
+	if rev > 0 {
+		d.appliedRev = rev
+	}
+	d.metrics.Applied(d.appliedRev, res.Written, res.Removed, time.Since(began))
 	if res.Changed {
 		d.log.Info("files updated", "rev", rev, "written", res.Written, "removed", res.Removed)
 	}
@@ -211,6 +233,7 @@ func (d *daemon) logRejections(rs []writer.Rejection) {
 	for _, r := range rs {
 		now[r.Key] = true
 		if !d.rejected[r.Key] {
+			d.metrics.Rejected(r.Reason)
 			d.log.Warn(r.Error(), "key", d.cfg.prefix+r.Key, "reason", r.Reason)
 		}
 	}
@@ -268,13 +291,73 @@ func (d *daemon) childExit(err error) error {
 	var exit *supervisor.ExitError
 	switch {
 	case err == nil:
+		d.metrics.ChildExited(0)
 		d.log.Info("child exited", "status", 0)
 	case errors.As(err, &exit):
+		d.metrics.ChildExited(exit.ExitCode())
 		d.log.Info("child exited", "status", exit.ExitCode(), "err", err)
 	default:
 		d.log.Error("wait for child", "err", err)
 	}
 	return err
+}
+
+// take adds a batch from the watcher to p.
+func (d *daemon) take(p *pending, b watch.Batch) {
+	cause := ""
+	if b.Reset {
+		cause = watch.CauseKind(b.Cause)
+		if cause != watch.CauseInitial {
+			d.log.Info("full resync from etcd", "rev", b.Rev, "cause", b.Cause)
+		}
+	}
+	d.metrics.Received(b.Rev, cause)
+	p.add(b)
+}
+
+// drain takes every batch that is ready without waiting, so a burst (a
+// catch-up after a reconnect) becomes one write and one signal.
+func (d *daemon) drain(p *pending, batches <-chan watch.Batch) {
+	for {
+		select {
+		case b := <-batches:
+			d.take(p, b)
+		default:
+			return
+		}
+	}
+}
+
+// health is nil while dispenser is connected to etcd, has heard from it
+// recently, and its last write succeeded; otherwise it says what is wrong.
+func (d *daemon) health() error {
+	if err := d.writeErr.Load(); err != nil {
+		return fmt.Errorf("the last write to %s failed: %v", d.cfg.target, *err)
+	}
+	st := d.watcher.Status()
+	if !st.Connected {
+		return fmt.Errorf("not watching etcd (last error: %s)", orNone(st.LastError))
+	}
+	if d.cfg.watchProbe > 0 {
+		limit := 3 * d.cfg.watchProbe
+		if quiet := time.Since(st.LastHeard); quiet > limit {
+			return fmt.Errorf("no word from etcd for %v, more than 3 --watch-probe intervals (last error: %s)",
+				quiet.Round(time.Second), orNone(st.LastError))
+		}
+	}
+	return nil
+}
+
+func (d *daemon) initialTimeout() error {
+	return fmt.Errorf("no complete read of %s from etcd within --initial-timeout=%v (last error: %s); check ETCD_ENDPOINTS and that etcd is up",
+		d.cfg.prefix, d.cfg.initTimeout, orNone(d.watcher.Status().LastError))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func isStop(s os.Signal) bool { return s == syscall.SIGTERM || s == syscall.SIGINT }

@@ -44,18 +44,6 @@ func (p *pending) add(b watch.Batch) {
 	}
 }
 
-// drain adds every batch that is ready without waiting.
-func (p *pending) drain(batches <-chan watch.Batch) {
-	for {
-		select {
-		case b := <-batches:
-			p.add(b)
-		default:
-			return
-		}
-	}
-}
-
 // list returns the merged changes in key order.
 func (p *pending) list() []writer.Change {
 	keys := slices.Sorted(maps.Keys(p.changes))

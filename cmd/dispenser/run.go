@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdenv"
+	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
@@ -58,14 +59,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log:    log,
 		writer: w,
 		watcher: watch.New(watch.Options{
-			Client: client,
-			Prefix: cfg.prefix,
-			Logger: log.With("component", "watch"),
+			Client:           client,
+			Prefix:           cfg.prefix,
+			ProgressInterval: cfg.watchProbe,
+			Logger:           log.With("component", "watch"),
 		}),
-		stdout: stdout,
-		stderr: stderr,
+		metrics: metrics.New(),
+		stdout:  stdout,
+		stderr:  stderr,
+	}
+	if cfg.listenHTTP != "" {
+		stop, err := serveHTTP(ctx, d)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	return d.run(ctx, sigs)
+}
+
+// serveHTTP starts the /metrics, /healthz and /readyz server. The returned
+// function stops it; it runs last, after the child has stopped.
+func serveHTTP(ctx context.Context, d *daemon) (stop func(), err error) {
+	serve, err := d.metrics.Listen(metrics.Options{
+		Addr:   d.cfg.listenHTTP,
+		Health: d.health,
+		Ready:  d.ready.Load,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--listen-http: %w", err)
+	}
+	httpCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- serve(httpCtx) }()
+	d.log.Info("serving /metrics, /healthz and /readyz", "addr", d.cfg.listenHTTP)
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			d.log.Warn("http server", "err", err)
+		}
+	}, nil
 }
 
 func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, error) {

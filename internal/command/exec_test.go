@@ -163,13 +163,13 @@ func TestExecOverride(t *testing.T) {
 		{"no command at all runs argv", Exec{AllowOverride: boolPtr(true)}, ``, `echo "$HOME"`, "$HOME", ""},
 		{"container not supported", shExec(), `{"containerImage":"alpine"}`, `true`, "",
 			`command "a": exec.containerImage is not supported yet`},
-		{"missing workDir fails", shExec(), `{"workDir":"` + dir + `/nope"}`, `true`, "", `command "a": change: chdir`},
+		{"missing workDir fails", shExec(), `{"workDir":"` + dir + `/nope"}`, `true`, "", `command "a": change: exec.workDir "` + dir + `/nope" is not a directory`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			cmd := &Command{ID: "a", Always: true, Change: tt.change, Exec: execJSON(t, tt.cmdExec)}
-			res := h.run(Commands{cmd}, Options{Exec: tt.outer})
+			res := h.runRaw(Commands{cmd}, Options{Exec: tt.outer})
 			checkErr(t, res.Err, tt.wantErr)
 			if tt.wantErr == "" {
 				if got := outputOf(t, res, "a", ModeChange); got != tt.want {
@@ -259,12 +259,25 @@ func TestCancelledBeforeStart(t *testing.T) {
 func TestBackgroundChild(t *testing.T) {
 	h := newHarness(t)
 	start := time.Now()
-	res := h.run(parse(t, `[{"id":"a","always":true,"change":"echo started; sleep 20 &"}]`), Options{})
+	res := h.run(parse(t, `[{"id":"a","always":true,"change":"echo started; sleep 5 &"}]`), Options{})
 	checkErr(t, res.Err, "")
 	if elapsed := time.Since(start); elapsed > 15*time.Second {
 		t.Fatalf("Run took %v with a background child", elapsed)
 	}
 	if got, want := outputOf(t, res, "a", ModeChange), "started"; got != want {
 		t.Fatalf("output = %q, want %q", got, want)
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	h := newHarness(t)
+	res := h.run(parse(t, `[{"id":"a","always":true,"change":"head -c 16777316 /dev/zero | tr '\\0' a"}]`), Options{})
+	checkErr(t, res.Err, "")
+	out := outputOf(t, res, "a", ModeChange)
+	if got, want := len(out), maxOutput+len("\n[output truncated: 100 bytes dropped]"); got != want {
+		t.Fatalf("len(output) = %d, want %d", got, want)
+	}
+	if want := "\n[output truncated: 100 bytes dropped]"; !strings.HasSuffix(out, want) {
+		t.Fatalf("output ends %q, want suffix %q", out[len(out)-60:], want)
 	}
 }

@@ -43,6 +43,12 @@ func (h *harness) run(cs Commands, opts Options) Result {
 	if opts.Exec.AllowOverride == nil && opts.Exec.Command == "" {
 		opts.Exec = shExec()
 	}
+	return h.runRaw(cs, opts)
+}
+
+// runRaw is run without the /bin/sh default exec.
+func (h *harness) runRaw(cs Commands, opts Options) Result {
+	h.tb.Helper()
 	env := map[string]string{"TRACE": h.trace}
 	for k, v := range opts.Env {
 		env[k] = v

@@ -90,31 +90,67 @@ func (s script) run(ctx context.Context) (out string, code int, err error) {
 	if err != nil {
 		return "", -1, err
 	}
+	if s.exec.WorkDir != "" {
+		// Checked here because a failed chdir in the child is reported as
+		// "fork/exec <interpreter>: no such file or directory".
+		if fi, err := os.Stat(s.exec.WorkDir); err != nil || !fi.IsDir() {
+			return "", -1, fmt.Errorf("exec.workDir %q is not a directory; create it or change workDir", s.exec.WorkDir)
+		}
+	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = flatEnv(env)
 	cmd.Dir = s.exec.WorkDir
 	if s.stdin != "" {
 		cmd.Stdin = strings.NewReader(expand(s.stdin, env))
 	}
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
+	buf := &capBuffer{max: maxOutput}
+	cmd.Stdout, cmd.Stderr = buf, buf // one writer: one pipe, arrival order
 	// Own process group, so cancellation also kills the script's children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
 	err = cmd.Run()
-	out = strings.TrimSpace(buf.String())
+	out = buf.String()
 	var exitErr *exec.ExitError
 	switch {
+	case err == nil:
+		return out, 0, nil
 	case ctx.Err() != nil:
 		return out, -1, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
-	case err == nil, errors.Is(err, exec.ErrWaitDelay):
-		return out, 0, nil
+	case errors.Is(err, exec.ErrWaitDelay):
+		return out, 0, nil // exited 0; a background child kept the pipe
 	case errors.As(err, &exitErr) && exitErr.ExitCode() >= 0:
 		return out, exitErr.ExitCode(), nil
 	default:
 		return out, -1, err
 	}
+}
+
+// maxOutput caps the output kept per script, so a runaway script cannot
+// exhaust memory.
+const maxOutput = 16 << 20
+
+// capBuffer keeps the first max bytes written to it and counts the rest.
+type capBuffer struct {
+	buf     bytes.Buffer
+	max     int
+	dropped int64
+}
+
+func (b *capBuffer) Write(p []byte) (int, error) {
+	keep := min(len(p), max(b.max-b.buf.Len(), 0))
+	b.buf.Write(p[:keep])
+	b.dropped += int64(len(p) - keep)
+	return len(p), nil
+}
+
+// String returns the trimmed output, with a note when bytes were dropped.
+func (b *capBuffer) String() string {
+	out := strings.TrimSpace(b.buf.String())
+	if b.dropped > 0 {
+		out += fmt.Sprintf("\n[output truncated: %d bytes dropped]", b.dropped)
+	}
+	return out
 }
 
 func flatEnv(env map[string]string) []string {

@@ -80,7 +80,8 @@ type Result struct {
 
 // Run validates c and runs it in opts.Mode. The procedure:
 //
-//  1. Validate; on error nothing runs and Result.Err holds the error.
+//  1. Validate c and opts.Mode; on error nothing runs and Result.Err holds
+//     the error.
 //  2. Walk the list depth-first, in order (reverse order in remove modes).
 //     A group runs its scope at its position; it counts as changed,
 //     removed or failed if any descendant did, and then fires its own
@@ -97,6 +98,12 @@ type Result struct {
 // modify them.
 func (c Commands) Run(ctx context.Context, opts Options) Result {
 	r := newRunner(opts)
+	switch r.mode {
+	case ModeChange, ModeCheck, ModeRemove, ModeDiffRemove:
+	default:
+		r.res.Err = fmt.Errorf("unknown command mode %q; use change, check, remove or diffRemove", r.mode)
+		return r.res
+	}
 	if err := c.Validate(); err != nil {
 		r.res.Err = err
 		return r.res
@@ -130,6 +137,7 @@ func newRunner(opts Options) *runner {
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	r.log = r.log.With("component", "command")
 	if r.base.AllowOverride == nil {
 		var warnings []string
 		r.base, warnings = MergeExec(&opts.Exec)

@@ -1,7 +1,10 @@
 package command
 
 import (
+	"bytes"
+	"log/slog"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -129,6 +132,12 @@ func TestChangeMode(t *testing.T) {
 			{"id":"c","change":"@c"},
 			{"id":"f2","change":"@f2"}]`,
 			wantTrace: "f1", wantChanged: "f1", wantEvents: "failed/a/boom", wantErr: `command "a": change exited with status 1: boom`},
+		{name: "earlier onChange targets do not run after a failure", js: `[
+			{"id":"a","always":true,"change":"@a","onChange":["c"]},
+			{"id":"b","always":true,"change":"exit 1","onFail":["d"]},
+			{"id":"c","change":"@c"},
+			{"id":"d","change":"@d"}]`,
+			wantTrace: "a,d", wantChanged: "a,d", wantErr: `command "b"`},
 		{name: "failing check is not a failure", js: `[
 			{"id":"a","check":"exit 1","change":"true","onFail":["f"]},
 			{"id":"f","change":"@f"}]`,
@@ -156,6 +165,8 @@ func TestChangeMode(t *testing.T) {
 				{"id":"h","commands":[{"id":"y","always":true,"change":"@y"}]}]},
 			{"id":"k","commands":[{"id":"z","always":true,"change":"@z"}]}]`,
 			wantTrace: "x,y", wantChanged: "x,y"},
+		{name: "unknown mode runs nothing", mode: "apply", js: `[{"id":"a","always":true,"change":"@a"}]`,
+			wantErr: `unknown command mode "apply"`},
 		{name: "invalid list runs nothing", js: `[
 			{"id":"a","always":true,"change":"@a","onChange":["nope"]}]`,
 			wantErr: `command "a": onChange target "nope" not found after it`},
@@ -174,7 +185,8 @@ func TestCheckMode(t *testing.T) {
 			{"id":"g","commands":[{"id":"x","check":"@check-x; exit 2","change":"@change-x"}]}]`,
 			wantTrace: "check-a,check-b,check-x", wantChanged: "a,x"},
 		{name: "check start failure is an error", mode: ModeCheck, js: `[
-			{"id":"a","check":"true","exec":{"user":"no-such-user-xyz"}}]`,
+			{"id":"a","check":"true","exec":{"user":"no-such-user-xyz"},"onFail":["etcha:failed","b"]},
+			{"id":"b","check":"@check-b"}]`,
 			wantErr: `command "a": check: exec.user "no-such-user-xyz"`},
 	}
 	for _, tt := range tests {
@@ -219,5 +231,28 @@ func TestRemoveMode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.test)
+	}
+}
+
+func TestLogs(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	h := newHarness(t)
+	res := h.run(parse(t, `[
+		{"id":"a","always":true,"change":"true","onChange":["c"]},
+		{"id":"b","check":"false","change":"true"},
+		{"id":"c","change":"true","exec":{"workDir":"/"}}]`),
+		Options{Exec: Exec{AllowOverride: boolPtr(false), Command: "/bin/sh -c"}, Logger: log})
+	checkErr(t, res.Err, "")
+	for _, want := range []string{
+		`msg="Always changed a" component=command commandID=a commandMode=change parentID=""`,
+		`msg="Changed b"`,
+		`msg="Triggered c via a"`,
+		`msg="Changed c"`,
+		`level=WARN msg="Ignoring command exec: an outer exec does not allow overrides`,
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("log lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

@@ -42,6 +42,11 @@ func parseEndpoints(v setting) (endpoints, error) {
 		if p == "" {
 			return endpoints{}, fmt.Errorf("%s: entry %d of %d is empty; remove the extra comma", v.src, i+1, len(parts))
 		}
+		if strings.Contains(p, "@") && !strings.HasPrefix(p, "unix") {
+			// Not echoed: it is likely user:password@host.
+			return endpoints{}, fmt.Errorf("%s: entry %d of %d contains @, but the etcd client ignores user info in endpoints; remove it and set %s and %s instead",
+				v.src, i+1, len(parts), varUsername, varPassword)
+		}
 		kind, err := classify(p)
 		if err != nil {
 			return endpoints{}, fmt.Errorf("%s: %w", v.src, err)
@@ -99,17 +104,14 @@ func classify(ep string) (transport, error) {
 	return 0, fmt.Errorf("scheme %s:// is not supported; use http://, https://, unix:// or unixs://", scheme)
 }
 
-// checkHTTPURL requires an http(s) URL to have a host and a port and
-// nothing the etcd client would silently ignore (user info, a path).
+// checkHTTPURL requires an http(s) URL to have a host and a port and no
+// path, which the etcd client would silently ignore.
 func checkHTTPURL(ep string) error {
 	u, err := url.Parse(ep)
 	if err != nil {
 		return fmt.Errorf("%w; write it like https://etcd.example.com:2379", err)
 	}
 	switch {
-	case u.User != nil:
-		return fmt.Errorf("%s has user info, which the etcd client ignores; remove it and set %s and %s instead",
-			u.Redacted(), varUsername, varPassword)
 	case u.Hostname() == "":
 		return fmt.Errorf("%q has no host; write it like %s://127.0.0.1:2379", ep, u.Scheme)
 	case u.Port() == "":

@@ -54,17 +54,9 @@ const (
 	endpointsHint          = "set " + varEndpoints + " to a comma-separated list such as http://127.0.0.1:2379"
 )
 
-// Connection settings that are not read from the environment.
+// Connection settings that are not read from the environment; see Config.
 const (
-	// dialTimeout bounds the authentication round trip that clientv3.New
-	// makes when a user name is set, so New fails instead of hanging when
-	// etcd is down. Without a user name New does not wait for a connection
-	// at all (no grpc.WithBlock), whatever this value.
-	dialTimeout = 5 * time.Second
-	// keepAliveTime is how long a connection with open requests or watches
-	// may be silent before the client pings; keepAliveTimeout is how long
-	// it waits for the answer before it drops the connection and fails
-	// over. A dead member is thus noticed within about 15 s.
+	dialTimeout      = 5 * time.Second
 	keepAliveTime    = 10 * time.Second
 	keepAliveTimeout = 5 * time.Second
 )
@@ -82,8 +74,8 @@ func MapLookup(m map[string]string) Lookup {
 
 // Config reads the variables through lookup and returns a client
 // configuration, or the first problem found as an error that names the
-// variable and says how to fix it. Neither the error nor anything else
-// it returns contains the password or private key.
+// variable and says how to fix it. No error contains a password or a
+// private key.
 //
 // The result has:
 //   - Endpoints as given, with spaces around each entry removed;
@@ -97,10 +89,10 @@ func MapLookup(m map[string]string) Lookup {
 //     clientv3.New makes when a user is set, so New fails instead of hanging
 //     while etcd is down; without a user New never waits for a connection;
 //   - DialKeepAliveTime 10 s and DialKeepAliveTimeout 5 s, so a dead member
-//     is noticed within about 15 s, and PermitWithoutStream false: etcd servers do not
-//     permit pings on a connection without open requests and answer them
-//     with GOAWAY "too_many_pings", so keepalive runs only while a request
-//     or watch is open, which is when a dead member matters;
+//     is noticed within about 15 s, and PermitWithoutStream false: etcd
+//     servers do not permit pings on a connection without open requests and
+//     answer them with GOAWAY "too_many_pings", so keepalive runs only while
+//     a request or watch is open, which is when a dead member matters;
 //   - Logger zap.NewNop(): the etcd client's own zap logging is noise next
 //     to the caller's slog output, and every failure that matters reaches
 //     the caller as an error from a client call.

@@ -39,7 +39,8 @@ func TestConfigErrors(t *testing.T) {
 		{"url without port", map[string]string{"ETCD_ENDPOINTS": "https://etcd"}, []string{`"https://etcd" has no port`, "https://etcd:2379"}},
 		{"url without host", map[string]string{"ETCD_ENDPOINTS": "http://:2379"}, []string{"has no host"}},
 		{"url with path", map[string]string{"ETCD_ENDPOINTS": "http://etcd:2379/v3"}, []string{"has a path", "http://etcd:2379"}},
-		{"url with user", map[string]string{"ETCD_ENDPOINTS": "http://u:s3cret@etcd:2379"}, []string{"has user info", "ETCD_USERNAME"}},
+		{"url with user", map[string]string{"ETCD_ENDPOINTS": "a:1,http://u:s3cret@etcd:2379"}, []string{"entry 2 of 2 contains @", "ETCD_USERNAME"}},
+		{"bad url with user", map[string]string{"ETCD_ENDPOINTS": "http://u:s3cret@[::1"}, []string{"contains @"}},
 		{"unknown scheme", map[string]string{"ETCD_ENDPOINTS": "grpc://etcd:2379"}, []string{"scheme grpc:// is not supported"}},
 		{"mixed schemes", map[string]string{"ETCD_ENDPOINTS": "http://a:1,https://b:2"}, []string{
 			"ETCD_ENDPOINTS mixes http://a:1 and https://b:2"}},

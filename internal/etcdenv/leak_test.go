@@ -14,8 +14,6 @@ import (
 // would do, but its package needs testify, which is not in go.sum.)
 func TestMain(m *testing.M) {
 	code := m.Run()
-	t0 := time.Now()
-	defer func() { fmt.Fprintln(os.Stderr, "leakcheck took", time.Since(t0)) }()
 	if code == 0 {
 		if stacks := leakedGoroutines(10 * time.Second); stacks != "" {
 			fmt.Fprintf(os.Stderr, "goroutines still running after all tests:\n\n%s\n", stacks)

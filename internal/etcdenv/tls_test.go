@@ -15,7 +15,7 @@ import (
 // must fail, which the client retries until the deadline.
 const (
 	okTimeout   = 30 * time.Second
-	failTimeout = 3 * time.Second
+	failTimeout = 2 * time.Second
 )
 
 func TestTLS(t *testing.T) {
@@ -115,6 +115,7 @@ func putGet(t *testing.T, c *clientv3.Client, key string, ok bool) error {
 // TestNewDoesNotBlock checks that clientv3.New returns at once when etcd is
 // down, so callers own the retrying.
 func TestNewDoesNotBlock(t *testing.T) {
+	t.Parallel()
 	port := etcdtest.FreePort(t)
 	cfg, err := Config(MapLookup(map[string]string{"ETCD_ENDPOINTS": "http://127.0.0.1:" + strconv.Itoa(port)}))
 	if err != nil {

@@ -36,8 +36,8 @@ const snippetName = "etcha-snippet.jsonnet"
 // importstr, importbin, transitively) into a Bundle. Imports resolve
 // relative to the importing file, as in Jsonnet; there are no library
 // search paths. Bundle paths are relative to the working directory, or,
-// when an import leaves it or any import is absolute, to the deepest common
-// ancestor of all files (spec §3.2). Nothing is evaluated: native
+// when an import leaves it, to the deepest common ancestor of all files
+// (spec §3.2); when any import is absolute they are absolute paths. Nothing is evaluated: native
 // functions do not run. A parse error names file:line:col.
 func Load(p string) (*Bundle, error) {
 	abs, err := filepath.Abs(p)
@@ -101,7 +101,12 @@ func collect(entry string, src []byte) (*Bundle, error) {
 	}
 	sort.Strings(paths)
 	root := wd
-	if imp.absolute || !allUnder(wd, paths) {
+	switch {
+	case imp.absolute:
+		// An absolute import only resolves in the bundle if bundle paths
+		// are the real absolute paths.
+		root = string(filepath.Separator)
+	case !allUnder(wd, paths):
 		root = commonDir(paths)
 	}
 	b := &Bundle{Files: make(map[string]string, len(paths)), Root: root}

@@ -18,7 +18,8 @@ const maxRenderDepth = 8
 
 // natives lists the native functions of spec §5.1. go-jsonnet requires
 // every parameter at the call site; the lib/etcha/native.libsonnet
-// wrappers supply the defaults (fallback=null, cache=false, prefix='').
+// wrappers supply the defaults (fallback and default null, cache false,
+// prefix empty).
 func (r *renderer) natives() []*jsonnet.NativeFunction {
 	fns := []*jsonnet.NativeFunction{
 		{Name: "getArch", Func: func([]any) (any, error) { return runtime.GOARCH, nil }},

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/google/go-jsonnet"
@@ -234,7 +235,7 @@ func (lineFormatter) Format(err error) string {
 		msg := rt.Msg
 		for i := len(rt.StackTrace) - 1; i >= 0; i-- {
 			if loc := rt.StackTrace[i].Loc; loc.WithCode() {
-				msg = loc.String() + ": " + msg
+				msg = located(loc.String(), msg)
 				break
 			}
 		}
@@ -248,6 +249,20 @@ func (lineFormatter) Format(err error) string {
 		}
 	}
 	return oneLine(err.Error())
+}
+
+// staticLoc matches the "file:line:col " prefix go-jsonnet gives a parse
+// error of an imported file, which then surfaces as a runtime error at the
+// import expression.
+var staticLoc = regexp.MustCompile(`^(\S+:(?:\d+:\d+(?:-\d+)?|\(\d+:\d+\)-\(\d+:\d+\))) `)
+
+// located puts the most precise location first: the imported file's own
+// position when msg carries one, else loc.
+func located(loc, msg string) string {
+	if m := staticLoc.FindStringSubmatch(msg); m != nil {
+		return m[1] + ": " + msg[len(m[0]):] + " (imported at " + loc + ")"
+	}
+	return loc + ": " + msg
 }
 
 func (lineFormatter) SetMaxStackTraceSize(int)                 {}

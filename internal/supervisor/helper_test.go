@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,7 +171,7 @@ func spawnHelper(mode string, stdout *os.File, wait bool, args ...string) (*os.P
 		stdout = null
 	}
 	p, err := os.StartProcess(exe, append([]string{exe}, args...), &os.ProcAttr{
-		Env:   append(os.Environ(), helperEnv+"="+mode),
+		Env:   helperEnviron(mode),
 		Files: []*os.File{null, stdout, null},
 	})
 	if err != nil || !wait {
@@ -178,6 +179,19 @@ func spawnHelper(mode string, stdout *os.File, wait bool, args ...string) (*os.P
 	}
 	_, err = p.Wait()
 	return p, err
+}
+
+// helperEnviron returns this process's environment with helperEnv set to
+// mode. It replaces rather than appends, since with duplicates getenv in
+// the new process would see the first one (os.StartProcess does not
+// deduplicate). It also stops the race detector from sleeping a second
+// when a helper exits (its atexit_sleep_ms default).
+func helperEnviron(mode string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, helperEnv+"=") || strings.HasPrefix(kv, "GORACE=")
+	})
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	return append(env, helperEnv+"="+mode, "GORACE="+gorace)
 }
 
 // lineBuffer is an io.Writer that splits what it gets into lines, which
@@ -280,7 +294,7 @@ func startHelper(t testing.TB, opts Options, mode string, args ...string) *testC
 	tc := &testChild{out: newLineBuffer(), logs: &syncBuffer{}}
 	stderr := &syncBuffer{}
 	opts.Argv = append([]string{exe}, args...)
-	opts.Env = append(os.Environ(), helperEnv+"="+mode)
+	opts.Env = helperEnviron(mode)
 	opts.Stdout, opts.Stderr = tc.out, stderr
 	opts.Logger = slog.New(slog.NewTextHandler(tc.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := Start(opts)
@@ -289,6 +303,9 @@ func startHelper(t testing.TB, opts Options, mode string, args ...string) *testC
 	}
 	tc.Child = c
 	t.Cleanup(func() {
+		// Kill the whole group, not just the child, so that a failing
+		// test leaves no grandchildren behind.
+		_ = syscall.Kill(-c.Pid(), syscall.SIGKILL)
 		_ = c.Stop(syscall.SIGKILL)
 		if t.Failed() {
 			t.Logf("child stderr:\n%s\nsupervisor log:\n%s", stderr, tc.logs)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"time"
 
@@ -23,7 +24,9 @@ type Pattern struct {
 // aud, exp, iat, iss, jti, nbf and sub are omitted from JSON when empty, while
 // etchaBuildManifest, etchaPattern, etchaRunVars and etchaVersion are always
 // emitted (§9 #47). etchaCache is omitted when empty. Times are whole unix
-// seconds on the wire; sub-second parts are truncated when signing.
+// seconds: sub-second parts are truncated when signing and when decoding.
+// Decoded RunVars and Cache hold encoding/json's types (numbers float64);
+// Map converts integral numbers to int64.
 //
 // Decoding accepts aud as a single string or a list, and the old claim name
 // etchaRunEnv when etchaRunVars is absent.
@@ -49,13 +52,18 @@ type Claims struct {
 
 var _ jwt.Claims = (*Claims)(nil)
 
-// audience decodes from a string or a list of strings and encodes as a list.
+// audience decodes aud from a string (one audience; "" is none) or a list
+// of strings.
 type audience []string
 
 func (a *audience) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
-		*a = audience{s}
+		if s == "" {
+			*a = nil
+		} else {
+			*a = audience{s}
+		}
 		return nil
 	}
 	var l []string
@@ -66,14 +74,13 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// wireClaims is the JSON shape of Claims. Field order is alphabetical, so
-// encoded payloads are stable.
+// wireClaims is the JSON shape Claims encodes to. Field order is
+// alphabetical, so encoded payloads are stable.
 type wireClaims struct {
-	Audience      audience         `json:"aud,omitempty"`
+	Audience      []string         `json:"aud,omitempty"`
 	BuildManifest string           `json:"etchaBuildManifest"`
 	Cache         map[string]any   `json:"etchaCache,omitempty"`
 	Pattern       Pattern          `json:"etchaPattern"`
-	RunEnv        map[string]any   `json:"etchaRunEnv,omitempty"` // decode only
 	RunVars       map[string]any   `json:"etchaRunVars"`
 	Version       string           `json:"etchaVersion"`
 	ExpiresAt     *jwt.NumericDate `json:"exp,omitempty"`
@@ -111,7 +118,7 @@ func fromNumericDate(d *jwt.NumericDate) time.Time {
 // MarshalJSON encodes the claims as a JWT payload.
 func (c Claims) MarshalJSON() ([]byte, error) {
 	w := wireClaims{
-		Audience:      audience(c.Audience),
+		Audience:      c.Audience,
 		BuildManifest: c.BuildManifest,
 		Cache:         c.Cache,
 		Pattern:       c.Pattern,
@@ -151,47 +158,99 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// UnmarshalJSON decodes a JWT payload. It fails on claims of the wrong JSON
-// type (for example a numeric etchaVersion).
+// UnmarshalJSON decodes a JWT payload in one pass. Claim names match
+// exactly (not case-insensitively, unlike encoding/json's struct decoding);
+// a repeated claim takes its last value. It fails on claims of the wrong
+// JSON type (for example a numeric etchaVersion).
 func (c *Claims) UnmarshalJSON(b []byte) error {
-	var w wireClaims
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
+	d := json.NewDecoder(bytes.NewReader(b))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("claims must be a JSON object")
 	}
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err != nil {
-		return err
-	}
-	*c = Claims{
-		Audience:      []string(w.Audience),
-		ExpiresAt:     fromNumericDate(w.ExpiresAt),
-		IssuedAt:      fromNumericDate(w.IssuedAt),
-		NotBefore:     fromNumericDate(w.NotBefore),
-		Issuer:        w.Issuer,
-		ID:            w.ID,
-		Subject:       w.Subject,
-		BuildManifest: w.BuildManifest,
-		Pattern:       w.Pattern,
-		RunVars:       w.RunVars,
-		Version:       w.Version,
-		Cache:         w.Cache,
-	}
-	if _, ok := all["etchaRunVars"]; !ok && w.RunEnv != nil {
-		c.RunVars = w.RunEnv
-	}
-	for k, raw := range all {
-		if isKnownClaim(k) {
-			continue
-		}
-		v, err := decodeValue(raw)
+	*c = Claims{}
+	var runEnv map[string]any
+	hasRunVars := false
+	for d.More() {
+		t, err := d.Token()
 		if err != nil {
-			return fmt.Errorf("claim %s: %w", k, err)
+			return err
 		}
-		if c.Extra == nil {
-			c.Extra = map[string]any{}
+		name, _ := t.(string)
+		switch name {
+		case "etchaRunVars":
+			hasRunVars = true
+			err = d.Decode(&c.RunVars)
+		case "etchaRunEnv":
+			err = d.Decode(&runEnv)
+		default:
+			err = c.decodeClaim(d, name)
 		}
-		c.Extra[k] = v
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", name, err)
+		}
 	}
+	if _, err := d.Token(); err != nil { // the closing brace
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return fmt.Errorf("data after the claims object")
+	}
+	if !hasRunVars {
+		c.RunVars = runEnv
+	}
+	return nil
+}
+
+// decodeClaim decodes the next value of d as the claim name.
+func (c *Claims) decodeClaim(d *json.Decoder, name string) error {
+	switch name {
+	case "aud":
+		var a audience
+		err := d.Decode(&a)
+		c.Audience = a
+		return err
+	case "exp":
+		return decodeDate(d, &c.ExpiresAt)
+	case "iat":
+		return decodeDate(d, &c.IssuedAt)
+	case "nbf":
+		return decodeDate(d, &c.NotBefore)
+	case "iss":
+		return d.Decode(&c.Issuer)
+	case "jti":
+		return d.Decode(&c.ID)
+	case "sub":
+		return d.Decode(&c.Subject)
+	case "etchaBuildManifest":
+		return d.Decode(&c.BuildManifest)
+	case "etchaPattern":
+		return d.Decode(&c.Pattern)
+	case "etchaVersion":
+		return d.Decode(&c.Version)
+	case "etchaCache":
+		return d.Decode(&c.Cache)
+	}
+	var raw json.RawMessage
+	if err := d.Decode(&raw); err != nil {
+		return err
+	}
+	v, err := decodeValue(raw)
+	if err != nil {
+		return err
+	}
+	if c.Extra == nil {
+		c.Extra = map[string]any{}
+	}
+	c.Extra[name] = v
+	return nil
+}
+
+func decodeDate(d *json.Decoder, t *time.Time) error {
+	var n *jwt.NumericDate
+	if err := d.Decode(&n); err != nil {
+		return err
+	}
+	*t = fromNumericDate(n)
 	return nil
 }
 

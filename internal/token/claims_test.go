@@ -201,3 +201,43 @@ func TestEqual(t *testing.T) {
 		t.Fatalf("Equal with nil claims is wrong")
 	}
 }
+
+func TestUnmarshalClaims(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		check    func(*Claims) bool
+		wantErr  string
+	}{
+		{"fractional exp truncated to seconds", `{"exp":1795345200.5}`, func(c *Claims) bool {
+			return c.ExpiresAt.Equal(time.Unix(1795345200, 0))
+		}, ""},
+		{"null exp", `{"exp":null,"iss":null}`, func(c *Claims) bool { return c.ExpiresAt.IsZero() && c.Issuer == "" }, ""},
+		{"names are case-sensitive", `{"ETCHAVERSION":"v1"}`, func(c *Claims) bool {
+			return c.Version == "" && c.Extra["ETCHAVERSION"] == "v1"
+		}, ""},
+		{"repeated claim, last wins", `{"sub":"a","sub":"b"}`, func(c *Claims) bool { return c.Subject == "b" }, ""},
+		{"extra numbers", `{"n":3,"f":0.25}`, func(c *Claims) bool { return c.Extra["n"] == int64(3) && c.Extra["f"] == 0.25 }, ""},
+		{"not an object", `["aud"]`, nil, "claims must be a JSON object"},
+		{"trailing data", `{"sub":"a"} {}`, nil, "data after the claims object"},
+		{"bad exp", `{"exp":"tomorrow"}`, nil, "claim exp"},
+		{"bad pattern", `{"etchaPattern":{"files":["x"]}}`, nil, "claim etchaPattern"},
+		{"bad aud", `{"aud":[1]}`, nil, "aud must be a string or a list of strings"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c Claims
+			err := c.UnmarshalJSON([]byte(tc.in))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("UnmarshalJSON(%s) = %v, want error containing %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("UnmarshalJSON(%s) = %v", tc.in, err)
+			}
+			if !tc.check(&c) {
+				t.Fatalf("UnmarshalJSON(%s) = %+v", tc.in, c)
+			}
+		})
+	}
+}

@@ -87,10 +87,10 @@ func splitKey(s, kind string) (typ string, der []byte, id string, err error) {
 		return "", nil, "", fmt.Errorf("empty %s key; write it as <type>:<base64 DER>[:<id>]", kind)
 	}
 	typ, rest, _ := strings.Cut(s, ":")
-	if isEncrypted(typ, s) {
+	b64, id, _ := strings.Cut(rest, ":")
+	if isEncrypted(typ, b64) {
 		return "", nil, "", ErrEncryptedKey
 	}
-	b64, id, _ := strings.Cut(rest, ":")
 	if _, _, ok := keyAlg(typ); !ok {
 		return "", nil, "", fmt.Errorf("unknown key type %s; use one of %s, written as <type>:<base64 DER>[:<id>]", quoteType(typ), validTypes)
 	}
@@ -104,11 +104,12 @@ func splitKey(s, kind string) (typ string, der []byte, id string, err error) {
 	return typ, der, id, nil
 }
 
-// isEncrypted recognises Rot's PBKDF format "<kdf>:<inputs>@<enc>:...".
-// Standard base64 never contains "@".
-func isEncrypted(typ, s string) bool {
+// isEncrypted recognises Rot's PBKDF format "<kdf>:<inputs>@<enc>:...", by
+// the "@" in the data field (standard base64 never has one; the free-text
+// ID may) or by a KDF name as the type.
+func isEncrypted(typ, data string) bool {
 	t := strings.ToLower(typ)
-	return strings.Contains(s, "@") || strings.HasPrefix(t, "pbkdf") ||
+	return strings.Contains(data, "@") || strings.HasPrefix(t, "pbkdf") ||
 		strings.HasPrefix(t, "argon") || strings.HasPrefix(t, "scrypt")
 }
 

@@ -187,6 +187,9 @@ func TestParseKeyErrors(t *testing.T) {
 			}
 		})
 	}
+	if k, err := ParsePublicKey(strings.TrimSuffix(docPublic, "lAASVe7woP") + "ops@example.com"); err != nil || k.ID != "ops@example.com" {
+		t.Fatalf("ParsePublicKey(ID with @) = %v, %v; want the key with that ID", k, err)
+	}
 	if _, err := ParsePrivateKey("pbkdf2:x@y:z"); !errors.Is(err, ErrEncryptedKey) {
 		t.Fatalf("encrypted key error = %v, want ErrEncryptedKey", err)
 	}

@@ -54,7 +54,7 @@ func CheckClaims(c *Claims, rule string) error {
 		return refuse(ReasonNoEntrypoint, nil, "jwt has no etchaPattern entrypoint; build it with etcha build")
 	}
 	if _, ok := c.Pattern.Files[ep]; !ok {
-		return refuse(ReasonNoEntrypoint, nil, "jwt etchaPattern entrypoint %q is not among its files; build it again with etcha build", ep)
+		return refuse(ReasonNoEntrypoint, nil, "jwt etchaPattern entrypoint %q is not among its files; build it again with etcha build", clip(ep))
 	}
 	return nil
 }

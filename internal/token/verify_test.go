@@ -391,3 +391,18 @@ func TestSignatureFormat(t *testing.T) {
 		})
 	}
 }
+
+func TestErrorsClipTokenText(t *testing.T) {
+	priv, pub := docKeys(t)
+	long := strings.Repeat("k", 5000)
+	priv.ID = long
+	_, _, err := Verify(mustSign(t, testClaims(), priv), opts(PublicKey{Type: pub.Type, ID: "x", Key: ed25519.PublicKey(make([]byte, 32))}))
+	if err == nil || len(err.Error()) > 400 {
+		t.Fatalf("error is %d bytes, want a short message: %.200v", len(err.Error()), err)
+	}
+	c := testClaims()
+	c.Pattern.Entrypoint = long
+	if err := CheckClaims(c, ""); err == nil || len(err.Error()) > 400 {
+		t.Fatalf("CheckClaims error = %.200v, want a short message", err)
+	}
+}

@@ -15,6 +15,10 @@ import (
 // nothing, to count as healthy and reset the retry backoff.
 const stableWatch = 10 * time.Second
 
+// maxMissedProgress is how many consecutive progress requests may go
+// unanswered before the watch is abandoned.
+const maxMissedProgress = 2
+
 // followResult says why follow stopped.
 type followResult struct {
 	cause   string // Batch.Cause of the resync; "" if ctx is done
@@ -32,7 +36,8 @@ type follower struct {
 	created   bool
 	responses int       // responses after creation
 	heard     time.Time // when the last response was received
-	asked     time.Time // when the unanswered progress request was sent; zero if none
+	asked     time.Time // when the last progress request was sent; zero if none
+	missed    int       // consecutive unanswered progress requests
 }
 
 // follow watches the prefix from rev+1 and sends one batch per revision
@@ -44,7 +49,12 @@ func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) follo
 	defer w.update(func(s *Status) { s.Connected = false })
 
 	f := &follower{w: w, out: out, snapRev: rev, lastRev: rev, start: time.Now()}
-	wch := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1),
+	// The watch starts at the snapshot's own revision, not the one after:
+	// etcd ignores progress requests while a watcher's start revision is
+	// ahead of the store (mvcc watchableStore.progressIfSync), so a watch
+	// from rev+1 on an idle cluster would never answer one. The events of
+	// rev itself are already in the snapshot and batches drops them.
+	wch := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev),
 		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
 	var tick <-chan time.Time
 	if w.progress > 0 {
@@ -99,7 +109,7 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 		}
 		f.lastRev = b.Rev
 		// Time spent waiting for the consumer is not etcd's silence.
-		f.asked = time.Time{}
+		f.asked, f.missed = time.Time{}, 0
 	}
 	return ""
 }
@@ -118,11 +128,19 @@ func (f *follower) failure(resp clientv3.WatchResponse, err error) string {
 }
 
 // checkProgress runs on every ProgressInterval tick: it fails the watch if
-// the previous progress request went unanswered, else sends a new one.
+// the last two progress requests went unanswered, else sends a new one.
+// One miss is tolerated because etcd drops (rather than defers) a progress
+// request that arrives while the watcher is still catching up, e.g. right
+// after the watch was created.
 func (f *follower) checkProgress(wctx context.Context) string {
 	if !f.asked.IsZero() && f.heard.Before(f.asked) {
-		return fmt.Sprintf("%s: no answer from etcd for %s", CauseProgressTimeout,
-			time.Since(f.asked).Round(time.Millisecond))
+		f.missed++
+	} else {
+		f.missed = 0
+	}
+	if f.missed >= maxMissedProgress {
+		return fmt.Sprintf("%s: etcd answered none of the last %d progress requests, sent every %s",
+			CauseProgressTimeout, f.missed, f.w.progress)
 	}
 	f.asked = time.Now()
 	// RequestProgress blocks while the client reconnects; bound it so that

@@ -150,9 +150,14 @@ func TestCancelReturnsPromptly(t *testing.T) {
 		})
 	}
 	t.Run("etcd down", func(t *testing.T) {
-		h := startWatcher(t, s, withPrefix(fast, "/app/"))
+		// The client resumes a watch silently across an outage; the
+		// progress check makes the Watcher notice it and retry Gets.
+		o := withPrefix(fast, "/app/")
+		o.ProgressInterval = 200 * time.Millisecond
+		h := startWatcher(t, s, o)
 		nextReset(t, h)
 		s.Stop()
+		waitLog(t, h.logs, "lost continuity", "progress-timeout")
 		waitLog(t, h.logs, "etcd get /app/ failed")
 		start := time.Now()
 		if err := h.stop(); !errors.Is(err, context.Canceled) {

@@ -95,8 +95,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	// ProgressInterval, if non-zero, makes the Watcher request a progress
 	// notification every interval and expect it (or any other watch
-	// response) within the next interval; if none arrives it abandons the
-	// watch and resyncs with cause "progress-timeout". Zero disables it.
+	// response) within the next interval. When two requests in a row go
+	// unanswered (2–3 intervals of silence) it abandons the watch and
+	// resyncs with cause "progress-timeout". This detects a member or
+	// connection that stopped delivering without an error. Zero disables it.
 	ProgressInterval time.Duration
 	// Logger receives warnings about etcd errors and resyncs; nil discards.
 	Logger *slog.Logger
@@ -187,7 +189,7 @@ func New(opts Options) *Watcher {
 //  1. Read a snapshot of the prefix at one revision; on error log, back off
 //     and retry.
 //  2. Send it as a Reset batch.
-//  3. Watch from the snapshot's revision + 1 and send one batch per
+//  3. Watch the revisions after the snapshot and send one batch per
 //     revision, until the watch loses continuity.
 //  4. Back off (the delay resets once a watch has proved healthy) and go to 1.
 func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {

@@ -199,7 +199,8 @@ func TestInitialSnapshotIsOneResetAtOneRevision(t *testing.T) {
 	if !slices.IsSortedFunc(b.Changes, func(a, b watch.Change) int { return strings.Compare(a.Key, b.Key) }) {
 		t.Errorf("Reset changes are not sorted by key")
 	}
-	st := h.w.Status()
+	// Status is updated just after the send, so wait for it.
+	st := waitStatus(t, h.w, "the Reset", func(st watch.Status) bool { return st.Rev != 0 })
 	if got, want := st.Rev, rev; got != want {
 		t.Errorf("Status().Rev = %d, want %d", got, want)
 	}
@@ -289,7 +290,7 @@ func TestOneBatchPerRevision(t *testing.T) {
 			clientv3.OpPut("/app/new", "n"),
 			clientv3.OpDelete("/app/old0"),
 			clientv3.OpPut("/app/old1", "changed"),
-			clientv3.OpDelete("/app/old", clientv3.WithPrefix()), // old2..old4
+			clientv3.OpDelete("/app/old2", clientv3.WithRange("/app/old5")),
 			clientv3.OpPut("/outside", "o"),
 		)
 		b := next(t, h.ch, wait)
