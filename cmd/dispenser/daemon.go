@@ -71,14 +71,13 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 			Stderr:      d.stderr,
 			KillTimeout: d.cfg.killTimeout,
 			Reap:        d.cfg.reap || os.Getpid() == 1,
-			Logger:      d.log.With("component", "supervisor"),
+			Logger:      d.log,
 		})
 		if err != nil {
 			return fmt.Errorf("start %s: %w", d.cfg.argv[0], err)
 		}
 		d.child = child
 		d.metrics.ChildStarted()
-		d.log.Info("child started", "pid", child.Pid(), "argv", d.cfg.argv)
 	}
 	sig = d.loop(ctx, batches, sigs) // (4)
 	stop()                           // stop watching; no write is in flight here

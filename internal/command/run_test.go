@@ -2,9 +2,12 @@ package command
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -253,6 +256,43 @@ func TestLogs(t *testing.T) {
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Fatalf("log lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	h := newHarness(t)
+	res := h.run(parse(t, `[
+		{"id":"a","check":"echo no; exit 3","change":"echo yes"},
+		{"id":"g","commands":[{"id":"x","check":"echo fine"}]}]`), Options{})
+	checkErr(t, res.Err, "")
+	var got []string
+	for _, o := range res.Outputs {
+		got = append(got, fmt.Sprintf("%s/%s/%s/%s/%d", o.ID, o.ParentID, o.Phase, o.Output, o.ExitCode))
+	}
+	if got, want := join(got), "a//check/no/3,a//change/yes/0,x/g/check/fine/0"; got != want {
+		t.Fatalf("Outputs = %q, want %q", got, want)
+	}
+}
+
+// TestConcurrentRuns runs one list twice at once; the race detector checks
+// that Run does not share state between runs.
+func TestConcurrentRuns(t *testing.T) {
+	cs := parse(t, `[
+		{"id":"a","envPrefix":"A","always":true,"change":"echo a","onChange":["b","etcha:e"]},
+		{"id":"b","change":"echo ${A_CHANGE_OUT}"}]`)
+	results := make([]Result, 2)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i] = cs.Run(context.Background(), Options{Exec: shExec()})
+		})
+	}
+	wg.Wait()
+	for i, res := range results {
+		checkErr(t, res.Err, "")
+		if got, want := join(res.Changed)+" "+outputOf(t, res, "b", ModeChange), "a,b a"; got != want {
+			t.Fatalf("run %d: %q, want %q", i, got, want)
 		}
 	}
 }

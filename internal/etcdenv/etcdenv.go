@@ -2,7 +2,7 @@
 // variables, following the contract of github.com/Jille/etcd-client-from-env:
 //
 //	ETCD_ENDPOINTS              comma-separated endpoints (required), e.g.
-//	                            http://127.0.0.1:2379,https://etcd:2379 or 10.0.0.1:2379
+//	                            https://etcd1:2379,https://etcd2:2379 or 10.0.0.1:2379
 //	ETCD_USERNAME               user name for etcd authentication
 //	ETCD_PASSWORD               its password
 //	ETCD_USERNAME_AND_PASSWORD  both as user:password (split at the first colon)
@@ -14,8 +14,8 @@
 //
 // (ETCD_AUTO_SYNC_INTERVAL is an addition of ours.) Every variable NAME may
 // instead be given as NAME_FILE, the path of a file holding the value; the
-// trailing newline of such a file is dropped for every variable except the
-// three PEM ones. An empty variable counts as unset, so `ETCD_USERNAME=` in a
+// trailing line breaks of such a file are dropped for every variable except
+// the three PEM ones. An empty variable counts as unset, so `ETCD_USERNAME=` in a
 // compose file means "no authentication".
 //
 // Unlike the original, it checks the combination: a user without a

@@ -136,6 +136,9 @@ func TestConfig(t *testing.T) {
 			if cfg.DialKeepAliveTime <= 0 || cfg.DialKeepAliveTimeout <= 0 {
 				t.Errorf("DialKeepAliveTime, DialKeepAliveTimeout = %v, %v; want both set", cfg.DialKeepAliveTime, cfg.DialKeepAliveTimeout)
 			}
+			if cfg.PermitWithoutStream {
+				t.Errorf("PermitWithoutStream = true, want false: etcd answers pings on idle connections with GOAWAY too_many_pings")
+			}
 			if len(cfg.DialOptions) != 0 {
 				t.Errorf("DialOptions = %v, want none (no blocking dial)", cfg.DialOptions)
 			}
@@ -145,6 +148,7 @@ func TestConfig(t *testing.T) {
 		{"empty values are unset", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME": "", "ETCD_PASSWORD_FILE": "", "ETCD_SERVER_CA": ""}, wantUser("", "")},
 		{"user and password", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME": "u", "ETCD_PASSWORD": "p w "}, wantUser("u", "p w ")},
 		{"password file trimmed", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME_FILE": writeFile(t, dir, "user", "u\r\n"), "ETCD_PASSWORD_FILE": writeFile(t, dir, "pw", "s3cret\n")}, wantUser("u", "s3cret")},
+		{"user in value, password in file", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME": "u", "ETCD_PASSWORD_FILE": writeFile(t, dir, "pw2", "s3cret\n\n")}, wantUser("u", "s3cret")},
 		{"combined splits at first colon", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME_AND_PASSWORD": "u:a:b"}, wantUser("u", "a:b")},
 		{"combined from file", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_USERNAME_AND_PASSWORD_FILE": writeFile(t, dir, "up", "u:s3cret\n")}, wantUser("u", "s3cret")},
 		{"auto sync set", map[string]string{"ETCD_ENDPOINTS": ep, "ETCD_AUTO_SYNC_INTERVAL": "5m"}, func(t *testing.T, cfg clientv3.Config) {

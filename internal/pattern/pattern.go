@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -141,7 +142,7 @@ func decode(out string) (*Pattern, error) {
 	var p Pattern
 	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
 	if err := dec.Decode(&p); err != nil {
-		return nil, err
+		return nil, typeError(err)
 	}
 	if err := validate("build", p.Build); err != nil {
 		return nil, err
@@ -150,6 +151,32 @@ func decode(out string) (*Pattern, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// typeError rewords encoding/json's type mismatch on a pattern key, which
+// names the internal decoding struct, as "key \"id\" is a number, want string".
+func typeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || errors.Unwrap(err) != nil {
+		return err
+	}
+	field := strings.TrimPrefix(strings.ReplaceAll(te.Field, "plain.", ""), ".")
+	return fmt.Errorf("key %q: got %s, want %s", field, te.Value, jsonKind(te.Type))
+}
+
+// jsonKind names the JSON type a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Map, reflect.Struct, reflect.Pointer:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "number"
 }
 
 func validate(list string, cs command.Commands) error {

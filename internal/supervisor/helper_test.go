@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // helperEnv selects a helper mode when the test binary is re-executed as a
@@ -137,21 +135,6 @@ func helperIgnoreTerm(args []string) int {
 	}
 	<-time.After(helperLifetime) // normally killed long before
 	return 105
-}
-
-func helperOrphan() int {
-	p, err := spawnHelper("exit", nil, false, "0")
-	if err != nil {
-		return 106
-	}
-	// Wait until the grandchild has exited, but leave its zombie for our
-	// parent (a subreaper) to inherit and reap.
-	var info unix.Siginfo
-	if err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
-		return 107
-	}
-	fmt.Printf("orphan %d\n", p.Pid)
-	return 0
 }
 
 // spawnHelper starts the test binary in helper mode with os.StartProcess

@@ -38,6 +38,11 @@ func (c *Child) reapUntilExit() {
 		if pid == c.pid {
 			return
 		}
+		if pid <= 0 {
+			// Cannot happen with a sane siginfo layout; never reap blindly.
+			c.log.Warn("waitid returned no pid; not reaping orphans", "pid", pid)
+			return
+		}
 		c.reapPid(pid)
 	}
 }

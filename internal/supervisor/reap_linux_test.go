@@ -8,12 +8,30 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // The tests in this file make the test process a child subreaper for the
 // rest of its life, and while they run they wait for any child of the test
 // process. They therefore do not call t.Parallel: parallel tests only
 // resume (and start children) after all serial tests have finished.
+
+// helperOrphan is the "orphan" helper mode: see runHelper.
+func helperOrphan() int {
+	p, err := spawnHelper("exit", nil, false, "0")
+	if err != nil {
+		return 106
+	}
+	// Wait until the grandchild has exited, but leave its zombie for our
+	// parent (a subreaper) to inherit and reap.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		return 107
+	}
+	fmt.Printf("orphan %d\n", p.Pid)
+	return 0
+}
 
 func orphanPid(t testing.TB, c *testChild) int {
 	t.Helper()
@@ -31,8 +49,9 @@ func reapedLogged(c *testChild, pid int) bool {
 }
 
 // The child exits right after its own child has exited unreaped: that
-// zombie is reparented to us and must be reaped, and the direct child's
-// status must still reach Wait.
+// zombie is reparented to us (only because we are a subreaper; otherwise
+// init would adopt it) and must be reaped, and the direct child's status
+// must still reach Wait.
 func TestReapOrphanOfExitedChild(t *testing.T) {
 	c := startHelper(t, Options{Reap: true}, "orphan")
 	gpid := orphanPid(t, c)
@@ -44,8 +63,6 @@ func TestReapOrphanOfExitedChild(t *testing.T) {
 	}
 	eventually(t, "no zombie children", func() bool { return len(zombieChildren(t)) == 0 })
 }
-
-// (Only a subreaper gets the orphan: otherwise init would adopt it.)
 
 // An orphan that is reparented to us while the child keeps running is
 // reaped right away, and the child's own exit is not taken by the reaper.

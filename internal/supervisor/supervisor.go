@@ -91,6 +91,10 @@ type Child struct {
 // and its output pipes have closed, which is when Done is closed. The
 // caller must eventually let the child exit (Stop does this) so that the
 // goroutine ends.
+//
+// Because the child leads its own process group, signals that a terminal
+// sends to its foreground group (Ctrl-C) reach only this process, which
+// must forward them; ForwardedSignals lists the usual ones.
 func Start(opts Options) (*Child, error) {
 	if len(opts.Argv) == 0 {
 		return nil, errors.New("start child: no command given; pass the command to run")
@@ -250,6 +254,11 @@ type ExitError struct {
 	code int
 	sig  syscall.Signal
 }
+
+var (
+	_ error                       = (*ExitError)(nil)
+	_ interface{ ExitCode() int } = (*ExitError)(nil)
+)
 
 func exitErrorFrom(ws syscall.WaitStatus) *ExitError {
 	if ws.Signaled() {

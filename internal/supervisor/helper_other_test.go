@@ -1,0 +1,6 @@
+//go:build !linux
+
+package supervisor
+
+// helperOrphan is the "orphan" helper mode, which needs Linux.
+func helperOrphan() int { return 108 }
