@@ -102,7 +102,9 @@ func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 }
 
 // Leader returns the index of the current leader as seen by the running
-// members, polling until one is known or ctx ends.
+// members, polling until a running member is known to lead or ctx ends.
+// Right after the leader is killed the survivors may still name it for an
+// election timeout; Leader waits that out.
 func (c *Cluster) Leader(ctx context.Context) (int, error) {
 	for {
 		for _, m := range c.members {
@@ -111,7 +113,7 @@ func (c *Cluster) Leader(ctx context.Context) (int, error) {
 			}
 			if leader, ok := m.leader(ctx); ok {
 				for _, other := range c.members {
-					if other.id == leader {
+					if other.id == leader && other.Running() {
 						return other.index, nil
 					}
 				}

@@ -122,7 +122,6 @@ func TestClusterSurvivesLeaderKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Member(leader).Kill()
-	put(t, c.Client(t), "k", "after-kill")
 	next, err := c.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +129,7 @@ func TestClusterSurvivesLeaderKill(t *testing.T) {
 	if next == leader {
 		t.Fatalf("Leader() = %d, the killed member", next)
 	}
+	put(t, c.Member(next).Client(t), "k", "after-kill")
 	c.Member(leader).Start()
 	if got, want := get(t, c.Member(leader).Client(t), "k"), "after-kill"; got != want {
 		t.Fatalf("restarted old leader has k = %q, want %q", got, want)

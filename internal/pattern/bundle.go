@@ -32,7 +32,7 @@ type Bundle struct {
 // snippetName is the bundle path given to raw Jsonnet (FromJsonnet).
 const snippetName = "etcha-snippet.jsonnet"
 
-// Load reads the Jsonnet file at path and every file it imports (import,
+// Load reads the Jsonnet file p and every file it imports (import,
 // importstr, importbin, transitively) into a Bundle. Imports resolve
 // relative to the importing file, as in Jsonnet; there are no library
 // search paths. Bundle paths are relative to the working directory, or,

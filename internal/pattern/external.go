@@ -25,6 +25,8 @@ const (
 	cmdWaitDelay   = 5 * time.Second
 )
 
+var errNoExec = errors.New("getCmd: empty command")
+
 // runCmd runs script for getCmd and returns its trimmed stdout.
 func (r *renderer) runCmd(script string) (any, error) {
 	if r.opts.Cmd != nil {

@@ -3,7 +3,6 @@ package pattern
 import (
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"runtime"
@@ -318,5 +317,3 @@ func typeName(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
-
-var errNoExec = errors.New("getCmd: empty command")

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
 )
@@ -205,7 +206,7 @@ func TestGetRecord(t *testing.T) {
 		{name: "lookup fails fallback", src: "std.native('getRecord')('txt', 'etcha.example.test', ['fb'], false)", opts: opts, want: `["fb"]`},
 		{name: "lookup fails", src: "std.native('getRecord')('TXT', 'etcha.example.test', null, false)", opts: opts, wantErr: "getRecord TXT etcha.example.test:"},
 		{name: "cached", src: "std.native('getRecord')('TXT', 'a..b', null, true)",
-			opts: Options{Resolver: res, Cache: map[string]any{`getRecord["TXT","a..b"]`: []any{"cached"}}}, want: `["cached"]`},
+			opts: Options{Resolver: res, Cache: map[string]any{`getRecord["TXT","a..b"]`: []string{"cached"}}}, want: `["cached"]`},
 	}
 	hosts, _ := os.ReadFile("/etc/hosts")
 	if regexp.MustCompile(`(?m)^127\.0\.0\.1\s.*\blocalhost\b`).Match(hosts) {
@@ -231,8 +232,11 @@ func TestNoExternal(t *testing.T) {
 func TestCacheRecordAndReplay(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "marker")
+	data := filepath.Join(dir, "data.txt")
+	writeFiles(t, dir, map[string]string{"data.txt": "build data"})
 	src := `{
   id: std.native('getCmd')('echo run >> ` + marker + `; echo built', null, true),
+  buildOutput: std.native('getFile')('` + data + `', null, true),
   issuer: std.native('getEnv')('WHO', null, true),
   subject: std.native('get')({s: 'build-subject'}, '.s', null, 'sub'),
   run: [{ id: std.native('getCmd')('echo uncached', null, false) }],
@@ -246,8 +250,9 @@ func TestCacheRecordAndReplay(t *testing.T) {
 	}
 	wantCache := map[string]any{
 		`getCmd["echo run >> ` + marker + `; echo built"]`: "built",
-		`getEnv["WHO"]`: "builder",
-		"sub.s":         "build-subject",
+		`getEnv["WHO"]`:           "builder",
+		`getFile["` + data + `"]`: "build data",
+		"sub.s":                   "build-subject",
 	}
 	if got, want := mustJSON(t, built.Cache), mustJSON(t, wantCache); got != want {
 		t.Fatalf("Cache = %s\nwant    %s", got, want)
@@ -257,12 +262,13 @@ func TestCacheRecordAndReplay(t *testing.T) {
 	}
 
 	// Run from the JWT: the cache answers, the command does not run again.
+	writeFiles(t, dir, map[string]string{"data.txt": "run data"})
 	ran, err := b.Render(t.Context(), Options{Cache: built.Cache, Env: map[string]string{"WHO": "runner"}})
 	if err != nil {
 		t.Fatalf("run render: %v", err)
 	}
 	p := ran.Pattern
-	if got, want := p.ID+"|"+p.Issuer+"|"+p.Subject+"|"+p.Run[0].ID, "built|builder|build-subject|uncached"; got != want {
+	if got, want := p.ID+"|"+p.Issuer+"|"+p.Subject+"|"+p.BuildOutput+"|"+p.Run[0].ID, "built|builder|build-subject|build data|uncached"; got != want {
 		t.Fatalf("replayed = %q, want %q", got, want)
 	}
 	if got, want := readFile(t, marker), "run\n"; got != want {
@@ -308,6 +314,10 @@ func TestEvaluateLibrary(t *testing.T) {
 	if got, want := mustJSON(t, got), `{"g":null,"n":"`+runtime.GOOS+`","v":[1,null]}`; got != want {
 		t.Fatalf("Evaluate = %s, want %s", got, want)
 	}
+	var none *Bundle
+	if _, err := none.Evaluate(t.Context(), Options{}); err == nil {
+		t.Fatal("Evaluate of a nil bundle succeeded")
+	}
 	bad := &Bundle{Entrypoint: "/lib/x.libsonnet", Files: map[string]string{"/lib/x.libsonnet": "{ a: error 'broken' }"}}
 	if _, err := bad.Evaluate(t.Context(), Options{}); err == nil || !strings.Contains(err.Error(), "/lib/x.libsonnet:1:6-20: broken") {
 		t.Fatalf("Evaluate error = %v, want location and message", err)
@@ -330,4 +340,20 @@ func readFile(t testing.TB, p string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+func TestRenderContextCancelsGetCmd(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	b := &Bundle{Entrypoint: "/p.jsonnet", Files: map[string]string{
+		"/p.jsonnet": "{ id: std.native('getCmd')('sleep 30', null, false) }",
+	}}
+	start := time.Now()
+	_, err := b.Render(ctx, Options{})
+	if err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("Render error = %v, want context canceled", err)
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Fatalf("Render took %v after cancel", elapsed)
+	}
 }

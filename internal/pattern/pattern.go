@@ -153,8 +153,9 @@ func decode(out string) (*Pattern, error) {
 	return &p, nil
 }
 
-// typeError rewords encoding/json's type mismatch on a pattern key, which
-// names the internal decoding struct, as "key \"id\" is a number, want string".
+// typeError rewords encoding/json's type mismatch on a pattern key (its
+// message names the internal decoding struct) as
+// `key "id": got number, want string`.
 func typeError(err error) error {
 	var te *json.UnmarshalTypeError
 	if !errors.As(err, &te) || errors.Unwrap(err) != nil {

@@ -31,9 +31,11 @@ type Options struct {
 	// effective exec environment. Nil means empty; the process
 	// environment is never read implicitly.
 	Env map[string]string
-	// Exec runs getCmd: the script is appended to Exec.Command split into
-	// words; Env and WorkDir apply. Container, user, group and sudo
-	// settings are not honoured here. Nil means `/bin/sh -c`.
+	// Exec runs getCmd: the script is appended, as one argument, to
+	// Exec.Command split on white space (no shell quoting); an empty
+	// Command runs the script's own words without a shell. Env and WorkDir
+	// apply; container, user, group and sudo settings are not honoured
+	// here (use Cmd for that). Nil means `/bin/sh -c`.
 	Exec *command.Exec
 	// Cmd, if set, replaces the built-in getCmd runner: it runs script and
 	// returns its stdout.
@@ -73,7 +75,9 @@ type Result struct {
 // Imports are served from b.Files only: the disk is never read, and an
 // import that is not in the bundle is an error. Errors are one line and,
 // for Jsonnet errors, start with file:line:col. Nothing is executed
-// except what native functions do (getCmd).
+// except what native functions do (getCmd). Render does not modify b and
+// may be called concurrently; ctx bounds getCmd, getFile and getRecord
+// (go-jsonnet evaluation itself cannot be interrupted).
 func (b *Bundle) Render(ctx context.Context, opts Options) (*Result, error) {
 	out, r, err := b.evaluate(ctx, opts, false)
 	if err != nil {
@@ -92,7 +96,8 @@ func (b *Bundle) Render(ctx context.Context, opts Options) (*Result, error) {
 // null instead of failing, so `etcha lint` can check that libraries
 // import and evaluate.
 func (b *Bundle) Evaluate(ctx context.Context, opts Options) ([]byte, error) {
-	out, _, err := b.evaluate(ctx, opts, strings.HasSuffix(b.Entrypoint, ".libsonnet"))
+	library := b != nil && strings.HasSuffix(b.Entrypoint, ".libsonnet")
+	out, _, err := b.evaluate(ctx, opts, library)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +160,9 @@ func newRenderer(ctx context.Context, opts Options, imp jsonnet.Importer, root, 
 	config, err := configValue(opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Cache, err = jsonCopy(opts.Cache); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	r := &renderer{
 		ctx:      ctx,

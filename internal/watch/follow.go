@@ -22,6 +22,7 @@ const maxMissedProgress = 2
 // followResult says why follow stopped.
 type followResult struct {
 	cause   string // Batch.Cause of the resync; "" if ctx is done
+	err     error  // the watch's error, if it failed with one
 	healthy bool   // the watch worked for a while, so the backoff may reset
 }
 
@@ -38,10 +39,11 @@ type follower struct {
 	heard     time.Time // when the last response was received
 	asked     time.Time // when the last progress request was sent; zero if none
 	missed    int       // consecutive unanswered progress requests
+	err       error     // the error the watch failed with, if any
 }
 
-// follow watches the prefix from rev+1 and sends one batch per revision
-// until the watch loses continuity or ctx is done. The watch's context is
+// follow watches the prefix for the revisions after rev and sends one batch
+// per revision until the watch loses continuity or ctx is done. The watch's context is
 // always cancelled on return, which releases its gRPC stream.
 func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) followResult {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -77,7 +79,7 @@ func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) follo
 		}
 		if cause != "" {
 			healthy := f.created && (f.responses > 0 || time.Since(f.start) >= stableWatch)
-			return followResult{cause: cause, healthy: healthy}
+			return followResult{cause: cause, err: f.err, healthy: healthy}
 		}
 	}
 }
@@ -116,6 +118,7 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 
 // failure turns a watch error into a resync cause, and records it.
 func (f *follower) failure(resp clientv3.WatchResponse, err error) string {
+	f.err = err
 	f.w.update(func(s *Status) { s.LastError = err.Error() })
 	switch {
 	case resp.CompactRevision != 0:
@@ -146,6 +149,8 @@ func (f *follower) checkProgress(wctx context.Context) string {
 	// RequestProgress blocks while the client reconnects; bound it so that
 	// the next tick can notice the silence. The derived context keeps the
 	// watch context's metadata, so it addresses the watch's own stream.
+	// (If that stream has just ended, the client opens a new one that only
+	// Client.Close releases; this needs a tick to race the watch's end.)
 	ctx, cancel := context.WithTimeout(wctx, f.w.progress)
 	defer cancel()
 	if err := f.w.client.RequestProgress(ctx); err != nil && wctx.Err() == nil {

@@ -68,11 +68,11 @@ func (w *Watcher) retryGet(ctx context.Context, bo *backoff, err error) bool {
 		s.LastError = err.Error()
 	})
 	msg := fmt.Sprintf("etcd get %s failed: %v; retrying in %s", w.prefix, err, d.Round(time.Millisecond))
+	attrs := []any{"err", err, "endpoints", w.client.Endpoints()}
 	if hint := errorHint(err); hint != "" {
-		w.log.Warn(msg, "err", err, "hint", hint)
-	} else {
-		w.log.Warn(msg, "err", err)
+		attrs = append(attrs, "hint", hint)
 	}
+	w.log.Warn(msg, attrs...)
 	return sleep(ctx, d)
 }
 
@@ -80,6 +80,8 @@ func (w *Watcher) retryGet(ctx context.Context, bo *backoff, err error) bool {
 // if there is nothing specific to say.
 func errorHint(err error) string {
 	switch {
+	case err == nil:
+		return ""
 	case errors.Is(err, rpctypes.ErrPermissionDenied):
 		return "check that the etcd user's role grants read permission on the prefix (etcdctl role grant-permission --prefix <role> read <prefix>)"
 	case errors.Is(err, rpctypes.ErrInvalidAuthToken), errors.Is(err, rpctypes.ErrAuthFailed):

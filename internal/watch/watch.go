@@ -79,7 +79,7 @@ func CauseKind(cause string) string {
 
 // Options configure a Watcher. Only Client is required.
 type Options struct {
-	// Client is the etcd client. The Watcher never closes it.
+	// Client is the etcd client; required. The Watcher never closes it.
 	Client *clientv3.Client
 	// Prefix is the etcd key prefix, used verbatim (the caller normalises a
 	// trailing "/"). Empty means all keys.
@@ -91,7 +91,8 @@ type Options struct {
 	// errors (exponential, with full jitter); zero means 100ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
 	// RequestTimeout bounds each Get of a snapshot, so that a stuck member
-	// cannot stall a resync forever; zero means 30s.
+	// or an unreachable cluster cannot stall a resync forever (the client
+	// waits for a connection rather than failing fast); zero means 10s.
 	RequestTimeout time.Duration
 	// ProgressInterval, if non-zero, makes the Watcher request a progress
 	// notification every interval and expect it (or any other watch
@@ -169,7 +170,7 @@ func New(opts Options) *Watcher {
 		w.maxBO = w.minBO
 	}
 	if w.reqTO <= 0 {
-		w.reqTO = 30 * time.Second
+		w.reqTO = 10 * time.Second
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
@@ -218,12 +219,20 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 		}
 		cause = res.cause
 		d := bo.next() // (4)
-		w.log.Warn("etcd watch of "+w.prefix+" lost continuity; resyncing in "+d.Round(time.Millisecond).String(),
-			"cause", cause, "rev", w.Status().Rev)
+		w.logResync(res, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
+}
+
+// logResync warns that the watch ended and a resync follows after d.
+func (w *Watcher) logResync(res followResult, d time.Duration) {
+	attrs := []any{"cause", res.cause, "rev", w.Status().Rev}
+	if hint := errorHint(res.err); hint != "" {
+		attrs = append(attrs, "hint", hint)
+	}
+	w.log.Warn("etcd watch of "+w.prefix+" lost continuity; resyncing in "+d.Round(time.Millisecond).String(), attrs...)
 }
 
 // Status returns the current status. It is safe for concurrent use.

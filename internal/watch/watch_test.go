@@ -266,6 +266,8 @@ func TestOneBatchPerRevision(t *testing.T) {
 		put(t, c, fmt.Sprintf("/app/old%d", i), "x")
 	}
 	h := startWatcher(t, s, watch.Options{Prefix: "/app/"})
+	// The snapshot's revision is the put of old4; the watch must not
+	// repeat it, so the next batch is the txn below.
 	nextReset(t, h)
 
 	t.Run("txn of 50 puts", func(t *testing.T) {

@@ -17,7 +17,23 @@ import (
 type manifest struct {
 	Files map[string]bool
 	Dirs  map[string]bool
-	saved string // JSON as last read or written; "" if none
+	// clean means Files and Dirs equal the manifest on disk; it is set
+	// after a read or write and cleared by add and remove.
+	clean bool
+}
+
+func (m *manifest) add(set map[string]bool, name string) {
+	if !set[name] {
+		set[name] = true
+		m.clean = false
+	}
+}
+
+func (m *manifest) remove(set map[string]bool, name string) {
+	if set[name] {
+		delete(set, name)
+		m.clean = false
+	}
 }
 
 type manifestJSON struct {
@@ -31,7 +47,7 @@ func newManifest() *manifest {
 }
 
 func (m *manifest) clone() *manifest {
-	return &manifest{Files: maps.Clone(m.Files), Dirs: maps.Clone(m.Dirs), saved: m.saved}
+	return &manifest{Files: maps.Clone(m.Files), Dirs: maps.Clone(m.Dirs), clean: m.clean}
 }
 
 func (m *manifest) dirList() []string {
@@ -62,7 +78,6 @@ func (s *state) readManifest() (*manifest, error) {
 		return nil, fmt.Errorf("read %s: %w", manifestName, err)
 	}
 	m := newManifest()
-	m.saved = string(b)
 	var j manifestJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		s.w.log.Warn("ignoring corrupt manifest; files it listed are no longer cleaned up", "path", manifestName, "err", err)
@@ -78,16 +93,16 @@ func (s *state) readManifest() (*manifest, error) {
 			m.Dirs[d] = true
 		}
 	}
+	m.clean = true
 	return m, nil
 }
 
-// saveManifest writes m atomically if it changed since it was last saved.
+// saveManifest writes m atomically unless it is clean.
 func (s *state) saveManifest(m *manifest) error {
-	data := m.encode()
-	if data == m.saved {
-		s.w.manifestJSON = data
+	if m.clean {
 		return nil
 	}
+	data := m.encode()
 	tmp := tempName(tmpPrefix + "manifest")
 	f, err := s.root.OpenFile(tmp, osCreateNew, 0o600)
 	if err != nil {
@@ -107,7 +122,6 @@ func (s *state) saveManifest(m *manifest) error {
 		s.root.Remove(tmp)
 		return fmt.Errorf("write %s: %w", manifestName, err)
 	}
-	m.saved = data
-	s.w.manifestJSON = data
+	m.clean = true
 	return s.syncDir(".")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"slices"
 )
 
 // plain brings a plain-layout target up to date:
@@ -70,7 +71,7 @@ func (s *state) loadManaged() (*manifest, error) {
 		for d := range w.dirs {
 			m.Dirs[d] = true
 		}
-		m.saved = w.manifestJSON
+		m.clean = true
 		return m, nil
 	}
 	m, err := s.readManifest()
@@ -92,12 +93,13 @@ func (s *state) plainPlan(m *manifest) []string {
 		if !w.trusted && s.realParents(k) && s.matches(k, w.desired[k]) {
 			if !m.Files[k] {
 				w.log.Info("adopting existing file with identical content", "key", k, "path", k)
-				m.Files[k] = true
+				m.add(m.Files, k)
 			}
 			continue
 		}
 		toWrite = append(toWrite, k)
 	}
+	slices.Sort(toWrite) // write in a predictable order
 	return toWrite
 }
 
@@ -133,7 +135,7 @@ func (s *state) removeStale(m *manifest) error {
 		if existed {
 			s.res.Removed++
 		}
-		delete(m.Files, f)
+		m.remove(m.Files, f)
 	}
 	var unneeded []string
 	for d := range m.Dirs {
@@ -142,7 +144,7 @@ func (s *state) removeStale(m *manifest) error {
 		}
 	}
 	for d := range s.removeEmptyDirs(unneeded) {
-		delete(m.Dirs, d)
+		m.remove(m.Dirs, d)
 	}
 	return nil
 }
@@ -151,13 +153,13 @@ func (s *state) removeStale(m *manifest) error {
 // saves it before anything is created.
 func (s *state) recordIntent(m *manifest, toWrite []string) error {
 	for _, k := range toWrite {
-		m.Files[k] = true
+		m.add(m.Files, k)
 		for _, d := range parents(k) {
 			if m.Dirs[d] {
 				continue
 			}
 			if fi, err := s.root.Lstat(d); err != nil || !fi.IsDir() {
-				m.Dirs[d] = true
+				m.add(m.Dirs, d)
 			}
 		}
 	}

@@ -129,8 +129,6 @@ type Writer struct {
 	trusted bool
 	gen     string          // atomic: generation directory disk lives in
 	dirs    map[string]bool // plain: directories the writer created
-	// manifestJSON is the plain manifest as last written, when trusted.
-	manifestJSON string
 }
 
 // New checks opts and returns a Writer with an empty desired state. It

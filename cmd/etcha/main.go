@@ -1,0 +1,18 @@
+// Command etcha renders, builds, signs, verifies and runs Etcha patterns
+// locally: generate-keys, build, local, render, jwt, compare, test, lint
+// and version. See internal/etcha and README.md.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(report(os.Stderr, err))
+}

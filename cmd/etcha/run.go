@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/dispenser-dev/dispenser/internal/etcha"
+)
+
+const usage = `Usage: etcha [-c config] [-x key=value]... [-d] [-l level] <command> [flags] [args]
+
+Commands:
+  generate-keys [type]                  print a new key pair (alias gen-keys)
+  build <pattern.jsonnet> [dest] [source]
+                                        build, sign and write a pattern JWT
+  local [-r] [-c] [-s source] [-f parentIDs] <pattern.jsonnet | jsonnet>
+                                        run a pattern's run commands here
+  render <jwt | pattern.jsonnet | jsonnet>
+                                        print the rendered pattern as JSON
+  jwt <path>                            print a JWT's claims and verify it
+  compare [-i] <new jwt> <old jwt>      exit 0 if equal, 1 if different
+  test [-b] <path>                      test patterns (change, check, remove, check)
+  lint [-f] <path>                      check patterns parse, validate and are formatted
+  version                               print the version
+
+Global flags:
+`
+
+// run parses the global flags, loads the configuration and runs one
+// command. env is the process environment (etcha_* config overrides,
+// envInherit).
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("etcha", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SetInterspersed(false)
+	fs.Usage = func() { fmt.Fprint(stderr, usage+fs.FlagUsages()) }
+	configPath := fs.StringP("config", "c", "", "config `file` (JSON or Jsonnet); default: etcha.jsonnet searched upward")
+	overrides := fs.StringArrayP("set", "x", nil, "override a config `key=value` (nested keys joined with _), repeatable")
+	noExternal := fs.BoolP("no-external", "d", false, "disable Jsonnet natives that reach outside (getCmd, getFile, getRecord)")
+	level := fs.StringP("log-level", "l", "info", "minimum log `level`: none, debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return usageErr(err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return etcha.Usagef("no command given; pick one of the commands listed above")
+	}
+	logger, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	app := &etcha.App{Env: env, Stdout: stdout, Logger: logger, Version: version(), NoExternal: *noExternal}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	switch name {
+	case "version":
+		_, err := fmt.Fprintln(stdout, app.Version)
+		return err
+	case "generate-keys", "gen-keys":
+		if len(rest) > 1 {
+			return etcha.Usagef("generate-keys takes at most one argument, the key type")
+		}
+		return app.GenerateKeys(strings.Join(rest, ""))
+	}
+	app.Config, err = etcha.LoadConfig(ctx, etcha.LoadOptions{Path: *configPath, Env: env, Overrides: *overrides, NoExternal: *noExternal})
+	if err != nil {
+		return err
+	}
+	return dispatch(ctx, app, name, rest, stderr)
+}
+
+// dispatch parses a command's flags and arguments and runs it.
+func dispatch(ctx context.Context, app *etcha.App, name string, args []string, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("etcha "+name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	switch name {
+	case "build":
+		pos, err := parse(fs, args, 1, 3)
+		if err != nil {
+			return err
+		}
+		pos = append(pos, "", "")
+		return app.Build(ctx, etcha.BuildOptions{Pattern: pos[0], Dest: pos[1], Source: pos[2]})
+	case "local":
+		o := etcha.LocalOptions{}
+		fs.BoolVarP(&o.Remove, "remove", "r", false, "run in remove mode")
+		fs.BoolVarP(&o.Check, "check", "c", false, "run in check mode")
+		fs.StringVarP(&o.Source, "source", "s", "", "source whose exec, vars and checkOnly apply")
+		fs.StringSliceVarP(&o.ParentIDs, "filter", "f", nil, "only run descendants of these group `ids`")
+		pos, err := parse(fs, args, 1, 1)
+		if err != nil {
+			return err
+		}
+		o.Target = pos[0]
+		return app.Local(ctx, o)
+	case "render":
+		pos, err := parse(fs, args, 1, 1)
+		if err != nil {
+			return err
+		}
+		return app.Render(ctx, pos[0])
+	case "jwt":
+		pos, err := parse(fs, args, 1, 1)
+		if err != nil {
+			return err
+		}
+		return app.JWT(ctx, pos[0])
+	case "compare":
+		ignore := fs.BoolP("ignore-version", "i", false, "ignore etchaVersion differences")
+		pos, err := parse(fs, args, 2, 2)
+		if err != nil {
+			return err
+		}
+		return app.Compare(ctx, pos[0], pos[1], *ignore)
+	case "test":
+		build := fs.BoolP("build", "b", false, "also test build commands")
+		pos, err := parse(fs, args, 1, 1)
+		if err != nil {
+			return err
+		}
+		return app.Test(ctx, pos[0], *build)
+	case "lint":
+		format := fs.BoolP("format", "f", false, "also check formatting")
+		pos, err := parse(fs, args, 1, 2)
+		if err != nil {
+			return err
+		}
+		// The tutorial passes a truthy second argument instead of -f (spec §9 #14).
+		return app.Lint(ctx, pos[0], *format || len(pos) == 2 && pos[1] != "" && pos[1] != "false")
+	}
+	return etcha.Usagef("unknown command %q; run etcha --help for the list of commands", name)
+}
+
+// parse parses a command's flags and checks it has min to max arguments.
+func parse(fs *pflag.FlagSet, args []string, min, max int) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, usageErr(err)
+	}
+	if n := fs.NArg(); n < min || n > max {
+		want := fmt.Sprintf("%d", min)
+		if max > min {
+			want = fmt.Sprintf("%d to %d", min, max)
+		}
+		return nil, etcha.Usagef("%s takes %s arguments, got %d; run etcha --help for its usage", fs.Name(), want, n)
+	}
+	return fs.Args(), nil
+}
+
+func usageErr(err error) error {
+	if errors.Is(err, pflag.ErrHelp) {
+		return err
+	}
+	return etcha.Usagef("%v; run etcha --help for the usage", err)
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	switch level {
+	case "none":
+		return slog.New(slog.DiscardHandler), nil
+	case "debug":
+		l = slog.LevelDebug
+	case "info", "":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, etcha.Usagef("-l %q is not a log level; use none, debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// version is the module version stamped by the go command, or "dev".
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// report prints err as one "etcha: ..." line and returns the exit code:
+// 0 for success and --help, the *etcha.Error code (2 for usage errors),
+// else 1.
+func report(stderr io.Writer, err error) int {
+	var e *etcha.Error
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &e):
+		if e.Err != nil {
+			fmt.Fprintf(stderr, "etcha: %s\n", oneLine(e.Err))
+		}
+		return e.Code
+	default:
+		fmt.Fprintf(stderr, "etcha: %s\n", oneLine(err))
+		return 1
+	}
+}
+
+// oneLine joins the lines of a multi-line error (Jsonnet stack traces,
+// errors.Join) so every error is one line.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " / ")
+}

@@ -1,0 +1,357 @@
+package etcha
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/dispenser-dev/dispenser/internal/command"
+	"github.com/dispenser-dev/dispenser/internal/pattern"
+	"github.com/dispenser-dev/dispenser/internal/token"
+)
+
+// DefaultConfigName is the config file looked for, upward from the working
+// directory, when no -c is given (spec §1.1).
+const DefaultConfigName = "etcha.jsonnet"
+
+// EnvPrefix starts the environment variables that override config keys,
+// e.g. etcha_build_signingKey (spec §1.1).
+const EnvPrefix = "etcha_"
+
+// Config is the part of Etcha's configuration the CLI commands use. Keys
+// it does not know are kept in Raw (for getConfig()) and otherwise ignored.
+type Config struct {
+	Build   BuildConfig              `json:"build"`
+	Exec    *command.Exec            `json:"exec,omitempty"`
+	Lint    LintConfig               `json:"lint"`
+	Run     RunConfig                `json:"run"`
+	Sources map[string]*SourceConfig `json:"sources,omitempty"`
+	Vars    map[string]any           `json:"vars,omitempty"`
+
+	// Raw is the whole merged configuration, for getConfig() (spec §5.2).
+	Raw map[string]any `json:"-"`
+	// Path is the config file read, "" if none.
+	Path string `json:"-"`
+}
+
+// BuildConfig holds build.* keys.
+type BuildConfig struct {
+	// SigningKey is a private key in Etcha form.
+	SigningKey string `json:"signingKey,omitempty"`
+	// SigningKeyPath names a file holding the key; a bare file name is
+	// searched upward from the working directory.
+	SigningKeyPath string `json:"signingKeyPath,omitempty"`
+}
+
+// RunConfig holds run.* keys.
+type RunConfig struct {
+	VerifyKeys stringList `json:"verifyKeys,omitempty"`
+	JWTRule    string     `json:"jwtRule,omitempty"`
+	// MaxJWTSize is the largest JWT, in bytes, that jwt, render and
+	// compare accept; 0 means 1 MiB. Not an Etcha key.
+	MaxJWTSize int `json:"maxJWTSize,omitempty"`
+}
+
+// LintConfig holds lint.* keys.
+type LintConfig struct {
+	// Exclude is a regexp of paths lint and test skip; nil means the
+	// default "etcha.jsonnet", "" excludes nothing.
+	Exclude *string `json:"exclude,omitempty"`
+	// Linters are external linters fed each command's scripts on stdin.
+	// Default: none.
+	Linters map[string]*command.Exec `json:"linters,omitempty"`
+}
+
+// SourceConfig holds the sources.<name>.* keys used by local, build and
+// test.
+type SourceConfig struct {
+	CheckOnly  bool           `json:"checkOnly,omitempty"`
+	Exec       *command.Exec  `json:"exec,omitempty"`
+	JWTRule    string         `json:"jwtRule,omitempty"`
+	Vars       map[string]any `json:"vars,omitempty"`
+	VerifyKeys stringList     `json:"verifyKeys,omitempty"`
+}
+
+// LoadOptions say where configuration comes from.
+type LoadOptions struct {
+	// Path is the -c config file; "" looks for DefaultConfigName upward
+	// from Dir and uses no file if there is none.
+	Path string
+	// Dir is the directory the search starts in; "" means the working
+	// directory.
+	Dir string
+	// Env is the process environment ("k=v"); etcha_* entries override
+	// config keys, and getEnv in a Jsonnet config reads it.
+	Env []string
+	// Overrides are -x key=value arguments, applied last.
+	Overrides []string
+	// NoExternal is -d: native functions that reach outside fail.
+	NoExternal bool
+}
+
+// LoadConfig reads the configuration, in order of precedence (later wins):
+// the config file (rendered as Jsonnet), etcha_* environment variables, then
+// -x overrides (spec §1.1). Override keys join nested keys with "_"; values
+// are parsed as JSON when possible, else taken as strings.
+func LoadConfig(ctx context.Context, opts LoadOptions) (*Config, error) {
+	raw := map[string]any{}
+	path, err := configPath(opts)
+	if err != nil {
+		return nil, err
+	}
+	if path != "" {
+		if raw, err = readConfigFile(ctx, path, opts); err != nil {
+			return nil, err
+		}
+	}
+	for _, kv := range opts.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(k, EnvPrefix) && len(k) > len(EnvPrefix) {
+			setPath(raw, strings.TrimPrefix(k, EnvPrefix), v)
+		}
+	}
+	for _, kv := range opts.Overrides {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, Usagef("-x %q is not key=value; write it like -x run_jwtRule='iss == \"me\"'", kv)
+		}
+		setPath(raw, k, v)
+	}
+	c, err := decodeConfig(raw)
+	if err != nil {
+		return nil, err
+	}
+	c.Path = path
+	return c, nil
+}
+
+func configPath(opts LoadOptions) (string, error) {
+	if opts.Path != "" {
+		return opts.Path, nil
+	}
+	dir := opts.Dir
+	if dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", fmt.Errorf("find config: %w", err)
+		}
+		dir = wd
+	}
+	p, err := findUp(dir, DefaultConfigName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return p, err
+}
+
+// findUp looks for name in dir and its parents.
+func findUp(dir, name string) (string, error) {
+	for {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fs.ErrNotExist
+		}
+		dir = parent
+	}
+}
+
+func readConfigFile(ctx context.Context, path string, opts LoadOptions) (map[string]any, error) {
+	b, err := pattern.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w; fix the config file or pass another with -c", err)
+	}
+	out, err := b.Evaluate(ctx, pattern.Options{Env: envMap(opts.Env), NoExternal: opts.NoExternal})
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w; fix the config file", path, err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(out, &raw); err != nil || raw == nil {
+		return nil, fmt.Errorf("config %s: the file must evaluate to an object; wrap the settings in { }", path)
+	}
+	return raw, nil
+}
+
+// setPath sets raw[a][b]... for the "_"-joined key a_b_..., replacing any
+// non-object on the way.
+func setPath(raw map[string]any, key, value string) {
+	parts := strings.Split(key, "_")
+	m := raw
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = parseValue(value)
+}
+
+// parseValue returns value decoded as JSON, or as a string if it is not.
+func parseValue(value string) any {
+	var v any
+	if err := json.Unmarshal([]byte(value), &v); err == nil {
+		return v
+	}
+	return value
+}
+
+func decodeConfig(raw map[string]any) (*Config, error) {
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w; fix that key's value", err)
+	}
+	c.Raw = raw
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks the values that can be checked without using them.
+func (c *Config) Validate() error {
+	if err := token.ValidateRule(c.Run.JWTRule); err != nil {
+		return fmt.Errorf("config run.jwtRule: %w; fix the expression", err)
+	}
+	for name, s := range c.Sources {
+		if s == nil {
+			continue
+		}
+		if err := token.ValidateRule(s.JWTRule); err != nil {
+			return fmt.Errorf("config sources.%s.jwtRule: %w; fix the expression", name, err)
+		}
+	}
+	if _, err := c.exclude(); err != nil {
+		return err
+	}
+	if c.Run.MaxJWTSize < 0 {
+		return fmt.Errorf("config run.maxJWTSize is %d; set a positive number of bytes or 0 for 1 MiB", c.Run.MaxJWTSize)
+	}
+	return nil
+}
+
+// exclude returns the compiled lint.exclude, or nil to exclude nothing.
+func (c *Config) exclude() (*regexp.Regexp, error) {
+	expr := DefaultConfigName
+	if c.Lint.Exclude != nil {
+		expr = *c.Lint.Exclude
+	}
+	if expr == "" {
+		return nil, nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("config lint.exclude: %w; fix the regular expression", err)
+	}
+	return re, nil
+}
+
+// source returns the named source; "" is the empty source.
+func (c *Config) source(name string) (*SourceConfig, error) {
+	if name == "" {
+		return &SourceConfig{}, nil
+	}
+	s, ok := c.Sources[name]
+	if !ok {
+		return nil, fmt.Errorf("source %q is not configured; add sources.%s to the config or pick another with -s", name, name)
+	}
+	if s == nil {
+		s = &SourceConfig{}
+	}
+	return s, nil
+}
+
+// verifyKeys parses run.verifyKeys followed by the source's verifyKeys.
+func (c *Config) verifyKeys(src *SourceConfig) (token.PublicKeys, error) {
+	var keys token.PublicKeys
+	add := func(where string, list []string) error {
+		for i, s := range list {
+			k, err := token.ParsePublicKey(s)
+			if err != nil {
+				return fmt.Errorf("config %s[%d]: %w; use a publicKey printed by `etcha generate-keys`", where, i, err)
+			}
+			keys = append(keys, k)
+		}
+		return nil
+	}
+	if err := add("run.verifyKeys", c.Run.VerifyKeys); err != nil {
+		return nil, err
+	}
+	if src != nil {
+		if err := add("sources.verifyKeys", src.VerifyKeys); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// getConfig returns the object getConfig() shows patterns (spec §5.2):
+// the raw config without secrets, with exec set to the effective exec.
+func (c *Config) getConfig(exec command.Exec) map[string]any {
+	out := make(map[string]any, len(c.Raw)+1)
+	for k, v := range c.Raw {
+		out[k] = v
+	}
+	if b, ok := out["build"].(map[string]any); ok {
+		nb := make(map[string]any, len(b))
+		for k, v := range b {
+			if k != "signingKey" {
+				nb[k] = v
+			}
+		}
+		out["build"] = nb
+	}
+	var em map[string]any
+	if b, err := json.Marshal(exec); err == nil {
+		_ = json.Unmarshal(b, &em)
+	}
+	out["exec"] = em
+	delete(out, "vars")
+	return out
+}
+
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// stringList is a list of strings that also decodes from one string, so
+// -x run_verifyKeys=ed25519public:... works without JSON quoting.
+type stringList []string
+
+func (l *stringList) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*l = stringList{s}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errors.New("verifyKeys must be a key string or a list of key strings")
+	}
+	*l = list
+	return nil
+}
