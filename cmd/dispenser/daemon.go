@@ -80,7 +80,8 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 		d.metrics.ChildStarted()
 	}
 	sig = d.loop(ctx, batches, sigs) // (4)
-	stop()                           // stop watching; no write is in flight here
+	stop()                           // no write is in flight here: the loop does them
+	d.log.Info("stopped watching etcd")
 	return d.stopChild(sig, sigs)
 }
 

@@ -237,3 +237,39 @@ func TestTargetIsAFile(t *testing.T) {
 		t.Fatalf("the file given as --target was changed to %q", b)
 	}
 }
+
+// TestStopOrder: on SIGTERM dispenser stops watching first, then forwards
+// the signal and waits for the child.
+func TestStopOrder(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/x/", "-t", dir}, childArgs(dir, "serve")...)...)
+	r.out.next(t, "ready")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	log := r.errs.String()
+	watch, stop, exit := strings.Index(log, "stopped watching etcd"), strings.Index(log, "stopping child"), strings.Index(log, "child exited")
+	if watch < 0 || stop < watch || exit < stop {
+		t.Fatalf("want stopped watching < stopping child < child exited in the log:\n%s", log)
+	}
+}
+
+// TestWaitCoalesces: with --wait, a burst of puts becomes one write and one
+// signal.
+func TestWaitCoalesces(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/w", "-t", dir, "-s", "HUP", "--wait", "3s:60s"}, childArgs(dir, "serve")...)...)
+	r.out.next(t, "ready")
+	for i := range 5 {
+		put(t, s, fmt.Sprintf("/w/k%d", i), "v")
+	}
+	line, _ := r.out.next(t, "HUP")
+	if want := "HUP k0=v,k1=v,k2=v,k3=v,k4=v"; line != want {
+		t.Fatalf("first signal saw %q, want all five keys at once: %q", line, want)
+	}
+}

@@ -1,6 +1,7 @@
 package etcha
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,11 +28,16 @@ func (a *App) JWT(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("jwt %s: %w", path, err)
 	}
-	out, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false) // scripts are full of > and &
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(m); err != nil {
 		return fmt.Errorf("jwt %s: %w", path, err)
 	}
-	fmt.Fprintf(a.stdout(), "%s\n", out)
+	if _, err := a.stdout().Write(out.Bytes()); err != nil {
+		return err
+	}
 	if _, err := a.verify(text, nil); err != nil {
 		return err
 	}

@@ -80,9 +80,10 @@ func (a *App) printSummary(mode command.Mode, r command.Result) {
 	}
 }
 
-// jwtShape matches three base64url parts: the text of a JWT, which Jsonnet
+// jwtShape matches base64url parts joined by dots, starting like a JSON
+// object ("eyJ"): the text of a JWT, even a truncated one, which Jsonnet
 // never looks like.
-var jwtShape = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$`)
+var jwtShape = regexp.MustCompile(`^eyJ[A-Za-z0-9_=.-]*$`)
 
 // Render prints the rendered Pattern JSON of target: a JWT file (verified
 // first against run.verifyKeys and run.jwtRule), a pattern file, or raw
@@ -103,7 +104,7 @@ func (a *App) render(ctx context.Context, target string) (*pattern.Result, error
 			if err != nil {
 				return nil, err
 			}
-			if jwtShape.MatchString(strings.TrimSpace(text)) {
+			if strings.HasSuffix(target, ".jwt") || jwtShape.MatchString(strings.TrimSpace(text)) {
 				return a.renderJWT(ctx, text)
 			}
 			b, err := pattern.FromJsonnet(text)

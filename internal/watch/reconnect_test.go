@@ -154,27 +154,36 @@ func TestCancelReturnsPromptly(t *testing.T) {
 			}
 		})
 	}
-	t.Run("etcd unreachable", func(t *testing.T) {
-		dead, err := clientv3.New(clientv3.Config{
-			Endpoints: []string{fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t))},
-			Logger:    zapNop(),
+	for _, tc := range []struct {
+		name     string
+		endpoint string
+		close    bool
+	}{
+		{"etcd unreachable", fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t)), false},
+		{"client closed", s.Endpoint(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := clientv3.New(clientv3.Config{Endpoints: []string{tc.endpoint}, Logger: zapNop()})
+			if err != nil {
+				t.Fatalf("client: %v", err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if tc.close {
+				c.Close()
+			}
+			o := withPrefix(fast, "/app/")
+			o.Client = c
+			h := startWatcher(t, s, o)
+			waitLog(t, h.logs, "etcd get /app/ failed", "retrying in")
+			start := time.Now()
+			if err := h.stop(); !errors.Is(err, context.Canceled) {
+				t.Errorf("Run() = %v, want context.Canceled", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Run took %v to return after cancel", d)
+			}
 		})
-		if err != nil {
-			t.Fatalf("client: %v", err)
-		}
-		t.Cleanup(func() { dead.Close() })
-		o := withPrefix(fast, "/app/")
-		o.Client = dead
-		h := startWatcher(t, s, o)
-		waitLog(t, h.logs, "etcd get /app/ failed")
-		start := time.Now()
-		if err := h.stop(); !errors.Is(err, context.Canceled) {
-			t.Errorf("Run() = %v, want context.Canceled", err)
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("Run took %v to return after cancel", d)
-		}
-	})
+	}
 }
 
 func TestDeniedReadIsLoggedWithHint(t *testing.T) {

@@ -4,11 +4,11 @@
 //
 // It is the only user of the clientv3 KV watch API in dispenser. The stream
 // has no gaps and no duplicates: the snapshot is read at a single revision
-// (paged, linearizable) and the watch starts at the revision after it. When
-// continuity is lost (the resume revision was compacted, the watch failed or
-// was cancelled, the member lost its leader, or a progress request went
-// unanswered) the Watcher reads a fresh snapshot and sends it as a Reset
-// batch, which the consumer must treat as the complete new state.
+// (paged, linearizable) and the watch continues from the revision after
+// it. When continuity is lost (the resume revision was compacted, the watch
+// failed or was cancelled, the member lost its leader, or progress requests
+// went unanswered) the Watcher reads a fresh snapshot and sends it as a
+// Reset batch, which the consumer must treat as the complete new state.
 //
 // It deliberately does not write files, coalesce bursts, decide key→path
 // mappings, or create or configure the etcd client: the caller passes a
@@ -46,8 +46,8 @@ type Batch struct {
 	// prefix (no deletes, sorted by key): the consumer replaces its whole
 	// state and removes anything not listed.
 	Reset bool
-	// Changes are sorted by key for Reset batches and in etcd's event order
-	// (the order of the transaction's operations) otherwise. A key appears at
+	// Changes are sorted by key for Reset batches and in the order etcd
+	// reports the transaction's events otherwise. A key appears at
 	// most once in a Reset batch; in a revision batch a key appears once,
 	// because etcd forbids touching a key twice in one transaction.
 	Changes []Change

@@ -148,22 +148,27 @@ func (s *state) plan(cur string, old map[string]bool, trusted bool) (keep map[st
 
 // buildGen creates the next generation directory holding every valid key.
 // On error it removes what it built; the current generation is untouched.
-func (s *state) buildGen(cur string, keep map[string]bool) (gen string, err error) {
-	if gen, err = s.newGenDir(); err != nil {
+func (s *state) buildGen(cur string, keep map[string]bool) (string, error) {
+	gen, err := s.newGenDir()
+	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err != nil {
-			s.root.RemoveAll(gen)
-		}
-	}()
+	if err := s.fillGen(gen, cur, keep); err != nil {
+		s.root.RemoveAll(gen)
+		return "", err
+	}
+	return gen, nil
+}
+
+// fillGen creates the files and directories of generation gen.
+func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 	dirs := []string{gen}
 	made := make(map[string]bool)
 	for _, k := range s.valid {
 		for _, d := range parents(k) {
 			if !made[d] {
 				if err := s.mkdir(gen + "/" + d); err != nil {
-					return "", err
+					return err
 				}
 				made[d] = true
 				dirs = append(dirs, gen+"/"+d)
@@ -173,16 +178,16 @@ func (s *state) buildGen(cur string, keep map[string]bool) (gen string, err erro
 			continue
 		}
 		if err := s.writeNew(gen+"/"+k, s.w.desired[k]); err != nil {
-			return "", err
+			return err
 		}
 		s.res.Written++
 	}
 	for _, d := range dirs {
 		if err := s.syncDir(d); err != nil {
-			return "", err
+			return err
 		}
 	}
-	return gen, nil
+	return nil
 }
 
 func (s *state) newGenDir() (string, error) {

@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 			layout = Plain
 		}
 		exitHelper(helperFsize(os.Getenv("WRITER_TEST_DIR"), layout))
+	case "fsize-pending":
+		exitHelper(helperPending(os.Getenv("WRITER_TEST_DIR")))
 	case "chown":
 		exitHelper(helperChown(os.Getenv("WRITER_TEST_DIR")))
 	default:
@@ -72,6 +74,9 @@ func helperFsize(dir string, layout Layout) error {
 	if err := checkFiles(dir, map[string]string{"a": "old-a", "n/b": "old-b"}); err != nil {
 		return fmt.Errorf("after failed Apply: %w", err)
 	}
+	if gens := genDirs(dir); layout == Atomic && len(gens) != 1 {
+		return fmt.Errorf("generations after failed Apply = %v, want the old one only", gens)
+	}
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
 		return err
 	}
@@ -86,6 +91,38 @@ func helperFsize(dir string, layout Layout) error {
 		if gens := genDirs(dir); len(gens) != 1 {
 			return fmt.Errorf("generations after retry = %v, want one", gens)
 		}
+	}
+	return nil
+}
+
+// helperPending runs as a child: in the plain layout a batch that fails
+// halfway has changed a file already; the next successful call must report
+// Changed even though it has nothing left to write.
+func helperPending(dir string) error {
+	signal.Ignore(syscall.SIGXFSZ)
+	w, err := New(Options{Dir: dir, Layout: Plain, UID: -1, GID: -1})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Sync(map[string][]byte{"a": []byte("old-a"), "n/b": []byte("old-b")}); err != nil {
+		return err
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 1024, Max: 1024}); err != nil {
+		return err
+	}
+	_, err = w.Apply([]Change{{Key: "a", Value: []byte("new-a")}, {Key: "n/b", Value: bytes.Repeat([]byte("n"), 4096)}})
+	if !errors.Is(err, syscall.EFBIG) {
+		return fmt.Errorf("Apply with size limit: err = %v, want EFBIG", err)
+	}
+	if err := checkFiles(dir, map[string]string{"a": "new-a", "n/b": "old-b"}); err != nil {
+		return fmt.Errorf("after failed Apply: %w", err)
+	}
+	res, err := w.Apply([]Change{{Key: "n/b", Value: []byte("old-b")}})
+	if err != nil || !res.Changed || res.Written != 0 {
+		return fmt.Errorf("Apply reverting n/b = %+v, %v; want changed (a changed earlier), nothing written", res, err)
+	}
+	if res, err := w.Apply(nil); err != nil || res.Changed {
+		return fmt.Errorf("Apply(nil) = %+v, %v; want unchanged", res, err)
 	}
 	return nil
 }

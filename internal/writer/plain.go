@@ -35,7 +35,7 @@ func (s *state) plain() error {
 			return err
 		}
 	}
-	toWrite := s.plainPlan(m) // (2)
+	toWrite := s.plainPlan(m)                // (2)
 	if err := s.removeStale(m); err != nil { // (3)
 		return err
 	}

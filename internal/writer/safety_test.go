@@ -27,7 +27,7 @@ func TestReaderNeverSeesMix(t *testing.T) {
 	done := make(chan struct{})
 	type stats struct {
 		consistent, vanished int
-		err              error
+		err                  error
 	}
 	result := make(chan stats, 1)
 	go func() {
@@ -144,6 +144,12 @@ func TestFailureKeepsSnapshot(t *testing.T) {
 				t.Fatalf("helper: %s", out)
 			}
 		})
+	}
+}
+
+func TestFailedCallReportsChangeLater(t *testing.T) {
+	if out := runHelper(t, "fsize-pending", filepath.Join(t.TempDir(), "target"), nil); out != "ok" {
+		t.Fatalf("helper: %s", out)
 	}
 }
 

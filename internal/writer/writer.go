@@ -1,23 +1,60 @@
 // Package writer mirrors a set of key/value pairs as files under one target
-// directory: each key is a relative path, each value the file's content.
+// directory: each key is a relative path ("tls.crt", "nginx/site.conf"),
+// each value the file's content. Keys with "/" become subdirectories.
 //
-// Two layouts exist. [Atomic] (the default) keeps the files in a hidden
-// generation directory and switches all of them at once by renaming one
-// "..data" symlink, so a reader resolving paths after the switch sees the
-// whole new set, never a mix; each top-level name in the target is a symlink
-// into "..data". [Plain] replaces each file in place with a temp file and a
-// rename, and records what it created in "..dispenser-manifest".
+// # Layouts
+//
+// [Atomic] (the default) keeps the files in a hidden generation directory
+// "..<timestamp>" and points the relative symlink "..data" at it; every
+// top-level name is a symlink "<name>" → "..data/<name>". A batch builds the
+// next generation (hard-linking unchanged files from the current one), then
+// commits it with one rename of "..data_tmp" over "..data", then adds and
+// removes top-level symlinks, then deletes the old generation. A reader that
+// resolves paths after the switch sees the whole new set, never a mix; a
+// reader that opens "..data" once and reads several files relative to it is
+// consistent even across a switch.
+//
+// [Plain] replaces each file in place (temp file, chmod, chown, fsync,
+// rename, fsync of the directory) and records the files and directories it
+// created in "..dispenser-manifest" (JSON). Readers may see a batch half
+// applied.
+//
+// # What the writer owns
 //
 // Every name the writer uses for itself starts with "..", which no valid key
-// may contain as a segment. Keys are validated before touching the disk and
-// all file system access goes through [os.Root], so neither hostile keys nor
-// symlinks planted in the target reach outside it. Files the writer did not
-// create are never deleted; one that stands where a key must go is replaced
-// (files and symlinks) or renamed aside (directories), with a warning.
+// may contain as a segment. It owns: "..data", generations, top-level
+// symlinks into "..data" (atomic), and what the manifest lists (plain).
+// Files it did not create are never deleted. An entry it did not create that
+// stands where a key must go is replaced if it is a file or symlink (a
+// warning is logged, as the original dispenser overwrote such files) and
+// renamed aside to "..displaced-<name>-<random>" if it is a directory, so its
+// content survives. In the plain layout nested keys may share an existing
+// directory with the user's files; in the atomic layout each top-level name
+// is the writer's.
+//
+// # Safety
+//
+// Keys are validated before touching the disk ([ValidateKey]); rejected keys
+// are skipped, logged once and listed in [Result.Rejected], and never block
+// other keys. All access goes through [os.Root] and parent directories that
+// are symlinks are replaced rather than followed, so neither hostile keys nor
+// symlinks planted in the target reach outside it.
+//
+// # Start-up and layout changes
+//
+// The first call on a new Writer, and every [Writer.Sync], inspects the disk:
+// it compares files byte for byte, corrects modes and owners, and removes
+// what an earlier process left (stale symlinks and generations, manifest
+// entries no key wants, temp files). It also converts a target written in the
+// other layout: switching to plain removes "..data", the generations and the
+// symlinks; switching to atomic removes the manifest's files and empty
+// directories and turns top-level files into symlinks. During the switch a
+// file may be briefly missing.
 //
 // The package does not talk to etcd, signal processes or retry on its own:
-// the caller strips the etcd prefix, feeds [Writer.Sync] and [Writer.Apply],
-// and calls again after an error (the writer keeps the desired state).
+// the caller strips the etcd prefix, feeds Sync and [Writer.Apply], signals
+// its child when [Result.Changed] is set, and calls again after an error
+// (the writer keeps the desired state).
 package writer
 
 import (
@@ -74,7 +111,8 @@ type Options struct {
 	// umask does not matter. Zero means 0600. Only the bits 0777 are allowed.
 	FileMode fs.FileMode
 	// DirMode is the permission of directories the writer creates (nested
-	// keys, generation directories). Zero means 0755.
+	// keys, generation directories), applied with chmod. Zero means 0755.
+	// Directories keep the process's owner.
 	DirMode fs.FileMode
 	// UID and GID are the owner given to every file; -1 leaves the owner the
 	// process creates files with. Beware: the zero value 0 means root, so
@@ -96,10 +134,14 @@ type Change struct {
 	Delete bool
 }
 
-// Result describes what a Sync or Apply did.
+// Result describes what a Sync or Apply did. With an error it describes
+// what was done before the failure.
 type Result struct {
 	// Changed is true iff a file's content, mode or owner changed, a file
 	// appeared or a file was removed: the caller should signal its child.
+	// A call that fails may already have changed files (plain layout, or
+	// a failure after the atomic switch); the next successful call then
+	// reports Changed even if it has nothing left to do.
 	Changed bool
 	// Written counts files (re)written. Files carried over unchanged from
 	// the previous generation are not counted.
@@ -127,6 +169,7 @@ type Writer struct {
 	// case the next call inspects the disk instead of trusting disk.
 	disk    map[string][]byte
 	trusted bool
+	pending bool            // a failed call may have changed visible files
 	gen     string          // atomic: generation directory disk lives in
 	dirs    map[string]bool // plain: directories the writer created
 }
@@ -273,8 +316,11 @@ func (w *Writer) reconcile() (Result, error) {
 	s.res.Changed = s.res.Changed || s.res.Written > 0 || s.res.Removed > 0
 	if err != nil {
 		w.trusted = false
+		w.pending = w.pending || s.res.Changed
 		return s.res, err
 	}
+	s.res.Changed = s.res.Changed || w.pending
+	w.pending = false
 	w.disk = make(map[string][]byte, len(valid))
 	for _, k := range valid {
 		w.disk[k] = w.desired[k]

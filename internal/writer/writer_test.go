@@ -387,3 +387,49 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("New left entries behind: %v", entries)
 	}
 }
+
+func TestSyncRepairsExternalDamage(t *testing.T) {
+	opts := testOptions(t, Atomic)
+	opts.Fsync = true
+	w := newWriter(t, opts)
+	full := map[string]string{"a": "1", "d/b": "2"}
+	res := mustSync(t, w, full)
+	if !res.Changed || res.Written != 2 {
+		t.Fatalf("first Sync: %+v, want 2 written", res)
+	}
+	gen, _ := os.Readlink(filepath.Join(opts.Dir, "..data"))
+	// Someone deletes a top-level symlink, replaces the other with a
+	// file, and leaves temp files and an old generation behind.
+	if err := os.Remove(filepath.Join(opts.Dir, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(opts.Dir, "d")); err != nil {
+		t.Fatal(err)
+	}
+	writeRaw(t, opts.Dir, "d", "imposter")
+	writeRaw(t, opts.Dir, "..tmp-a-123", "junk")
+	writeRaw(t, opts.Dir, "..2020_01_01_00_00_00.000000000/x", "old")
+	res = mustSync(t, w, full)
+	if !res.Changed || res.Written != 0 {
+		t.Fatalf("repair Sync: %+v, want changed without rewriting files", res)
+	}
+	wantFiles(t, opts.Dir, full)
+	if got := genDirs(opts.Dir); len(got) != 1 || got[0] != gen {
+		t.Fatalf("generations = %v, want [%s]", got, gen)
+	}
+	if _, err := os.Lstat(filepath.Join(opts.Dir, "..tmp-a-123")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp leftover: %v, want removed", err)
+	}
+}
+
+func TestApplyCopiesValues(t *testing.T) {
+	opts := testOptions(t, Atomic)
+	w := newWriter(t, opts)
+	v := []byte("first")
+	mustApply(t, w, Change{Key: "a", Value: v})
+	copy(v, "XXXXX")
+	if res := mustApply(t, w, put("a", "first")); res.Changed {
+		t.Fatalf("Apply after the caller reused its buffer: %+v, want unchanged", res)
+	}
+	wantFiles(t, opts.Dir, map[string]string{"a": "first"})
+}

@@ -43,7 +43,8 @@ func TestFaultRestart(t *testing.T) {
 			var health string
 			if tc.health {
 				health = "127.0.0.1:" + fmt.Sprint(etcdproc.FreePort(t))
-				args = append(args, "--listen-http", health)
+				// A short probe, so that a dead etcd shows within seconds.
+				args = append(args, "--listen-http", health, "--watch-probe", "500ms")
 			}
 			d := startDispenser(t, c.Endpoints(), nil, append(args, childArgv(dir, modeServe)...)...)
 			if ln, _ := d.out.next(t, "ready"); ln.text != "ready a=1,b=1,dir/x=1,gone=1" {
