@@ -273,3 +273,30 @@ func TestWaitCoalesces(t *testing.T) {
 		t.Fatalf("first signal saw %q, want all five keys at once: %q", line, want)
 	}
 }
+
+// TestEnvErrors: a bad etcd environment is one line naming the variable,
+// exit 2, and the target is not touched.
+func TestEnvErrors(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"ETCD_ENDPOINTS": ""}, "ETCD_ENDPOINTS"},
+		{map[string]string{"ETCD_ENDPOINTS": "http://127.0.0.1:1", "ETCD_PASSWORD_FILE": "/nonexistent/pw"}, "ETCD_PASSWORD_FILE"},
+		{map[string]string{"ETCD_ENDPOINTS": "http://127.0.0.1:1", "ETCD_USERNAME": "u"}, "ETCD_PASSWORD"},
+		{map[string]string{"ETCD_ENDPOINTS": "http://127.0.0.1:1", "ETCD_INSECURE_SKIP_VERIFY": "maybe"}, "ETCD_INSECURE_SKIP_VERIFY"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			dir := t.TempDir()
+			var stderr bytes.Buffer
+			code := report(&stderr, run(context.Background(), []string{"-p", "/x", "-t", dir, "--once"}, &bytes.Buffer{}, &stderr))
+			first := strings.SplitN(stderr.String(), "\n", 2)[0]
+			if code != 2 || !strings.Contains(first, tc.want) {
+				t.Fatalf("exit %d, first line %q: want 2 and a line naming %s", code, first, tc.want)
+			}
+		})
+	}
+}

@@ -39,15 +39,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sigs, supervisor.ForwardedSignals()...)
 	defer signal.Stop(sigs)
 
-	w, err := newWriter(cfg, log)
-	if err != nil {
-		return err
-	}
 	etcdCfg, stopEtcd, err := etcdConfig(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer stopEtcd()
+	w, err := newWriter(cfg, log)
+	if err != nil {
+		return err
+	}
 	client, err := clientv3.New(etcdCfg)
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
@@ -146,7 +146,10 @@ func newWriter(cfg *config, log *slog.Logger) (*writer.Writer, error) {
 func etcdConfig(ctx context.Context, cfg *config, log *slog.Logger) (clientv3.Config, func(), error) {
 	if cfg.embedded == "" {
 		c, err := etcdenv.Config(os.LookupEnv)
-		return c, func() {}, err
+		if err != nil {
+			return c, nil, usageError{err}
+		}
+		return c, func() {}, nil
 	}
 	if v, ok := os.LookupEnv("ETCD_ENDPOINTS"); ok && v != "" {
 		return clientv3.Config{}, nil, usagef("--embedded-etcd and ETCD_ENDPOINTS=%s both say where etcd is; unset one", v)

@@ -15,7 +15,7 @@ import (
 const genFormat = "2006_01_02_15_04_05.000000000"
 
 func isGenName(name string) bool {
-	return len(name) > 2 && strings.HasPrefix(name, "..") && name[2] >= '0' && name[2] <= '9'
+	return len(name) > 2 && strings.HasPrefix(name, "..") && name[2] >= '0' && name[2] <= '9' && !strings.Contains(name, "/")
 }
 
 // atomic brings an atomic-layout target up to date:
@@ -55,6 +55,9 @@ func (s *state) atomic() error {
 			return err
 		}
 		w.gen = next
+		if err := s.syncDir("."); err != nil {
+			return err
+		}
 	}
 	if err := s.topLevel(old, trusted); err != nil { // (4)
 		return err
@@ -204,7 +207,8 @@ func (s *state) newGenDir() (string, error) {
 	}
 }
 
-// swap points ..data at gen with one rename, the commit point.
+// swap points ..data at gen with one rename, the commit point. On error
+// ..data is unchanged.
 func (s *state) swap(gen string) error {
 	if err := s.root.Remove(dataTmpLink); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", dataTmpLink, err)
@@ -216,7 +220,7 @@ func (s *state) swap(gen string) error {
 		s.root.Remove(dataTmpLink)
 		return fmt.Errorf("switch %s to %s: %w", dataLink, gen, err)
 	}
-	return s.syncDir(".")
+	return nil
 }
 
 // topLevel makes the top-level symlinks match the valid keys. When trusted,
