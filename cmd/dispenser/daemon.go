@@ -28,6 +28,7 @@ type daemon struct {
 	writer  *writer.Writer
 	watcher *watch.Watcher
 	metrics *metrics.Metrics
+	giveUp  <-chan time.Time // fires at --initial-timeout; nil when off
 	stdout  io.Writer
 	stderr  io.Writer
 
@@ -89,15 +90,12 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 // a non-nil signal if a stop was asked for before the write succeeded.
 func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) (os.Signal, error) {
 	var p pending
-	var retry, giveUp <-chan time.Time
-	if d.cfg.initTimeout > 0 {
-		giveUp = time.After(d.cfg.initTimeout)
-	}
+	var retry <-chan time.Time
 	for {
 		select {
 		case b := <-batches:
 			d.take(&p, b)
-		case <-giveUp:
+		case <-d.giveUp:
 			return nil, d.initialTimeout()
 		case <-retry:
 		case s := <-sigs:

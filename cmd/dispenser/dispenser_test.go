@@ -300,3 +300,26 @@ func TestEnvErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestInitialTimeout: with nothing listening, --initial-timeout makes
+// dispenser give up with one clear line and exit 1, both without and with
+// credentials (with them, connecting itself has to reach etcd).
+func TestInitialTimeout(t *testing.T) {
+	port := etcdtest.FreePort(t)
+	for _, user := range []string{"", "someone"} {
+		t.Run("user="+user, func(t *testing.T) {
+			t.Setenv("ETCD_ENDPOINTS", fmt.Sprintf("http://127.0.0.1:%d", port))
+			if user != "" {
+				t.Setenv("ETCD_USERNAME", user)
+				t.Setenv("ETCD_PASSWORD", "pw")
+			}
+			var stderr bytes.Buffer
+			code := report(&stderr, run(context.Background(), []string{"-p", "/x", "-t", t.TempDir(), "--initial-timeout=1s"}, &bytes.Buffer{}, &stderr))
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			last := lines[len(lines)-1]
+			if code != 1 || !strings.Contains(last, "--initial-timeout") {
+				t.Fatalf("exit %d, last line %q: want 1 and a line naming --initial-timeout", code, last)
+			}
+		})
+	}
+}

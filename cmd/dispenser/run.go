@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,9 +49,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	client, err := clientv3.New(etcdCfg)
-	if err != nil {
-		return fmt.Errorf("etcd client: %w", err)
+	var giveUp <-chan time.Time // --initial-timeout covers connecting and the first sync
+	if cfg.initTimeout > 0 {
+		giveUp = time.After(cfg.initTimeout)
+	}
+	client, err := connect(ctx, etcdCfg, sigs, giveUp, log)
+	if err != nil || client == nil {
+		return err
 	}
 	defer client.Close()
 
@@ -65,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Logger:           log.With("component", "watch"),
 		}),
 		metrics: metrics.New(),
+		giveUp:  giveUp,
 		stdout:  stdout,
 		stderr:  stderr,
 	}
@@ -99,6 +105,39 @@ func serveHTTP(ctx context.Context, d *daemon) (stop func(), err error) {
 			d.log.Warn("http server", "err", err)
 		}
 	}, nil
+}
+
+// connect creates the etcd client. Without authentication that never
+// waits; with it, clientv3.New must reach etcd to log in, so it is retried
+// (with backoff, logged) until it works, a stop signal or ctx's end (nil
+// client and nil error), or --initial-timeout.
+func connect(ctx context.Context, cfg clientv3.Config, sigs <-chan os.Signal, giveUp <-chan time.Time, log *slog.Logger) (*clientv3.Client, error) {
+	delay := 500 * time.Millisecond
+	for {
+		c, err := clientv3.New(cfg)
+		if err == nil {
+			return c, nil
+		}
+		log.Warn("connect to etcd failed; retrying (check ETCD_ENDPOINTS and the credentials)",
+			"endpoints", cfg.Endpoints, "err", err, "retry_in", delay)
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+			delay = min(2*delay, 30*time.Second)
+		case s := <-sigs:
+			timer.Stop()
+			if isStop(s) {
+				log.Info("stopped before connecting to etcd", "signal", s)
+				return nil, nil
+			}
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, nil
+		case <-giveUp:
+			timer.Stop()
+			return nil, fmt.Errorf("could not connect to etcd at %v within --initial-timeout: %w", cfg.Endpoints, err)
+		}
+	}
 }
 
 func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, error) {

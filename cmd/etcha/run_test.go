@@ -172,6 +172,7 @@ func TestUsageAndErrors(t *testing.T) {
 		{"malformed jsonnet", []string{"-c", cfg, "local", bad}, 1, "bad.jsonnet:2:"},
 		{"missing config", []string{"-c", filepath.Join(dir, "none.jsonnet"), "render", "{}"}, 1, "config"},
 		{"version", []string{"version"}, 0, ""},
+		{"no external", []string{"-c", cfg, "-d", "render", "{run: [], x: std.native('getCmd')('true', null, false)}"}, 1, "getCmd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := cli(t, nil, tc.args...)

@@ -139,8 +139,8 @@ func TestConfig(t *testing.T) {
 			if cfg.PermitWithoutStream {
 				t.Errorf("PermitWithoutStream = true, want false: etcd answers pings on idle connections with GOAWAY too_many_pings")
 			}
-			if len(cfg.DialOptions) != 0 {
-				t.Errorf("DialOptions = %v, want none (no blocking dial)", cfg.DialOptions)
+			if len(cfg.DialOptions) != 1 {
+				t.Errorf("DialOptions = %v, want only the reconnect backoff (no blocking dial)", cfg.DialOptions)
 			}
 		}},
 		{"endpoints trimmed", map[string]string{"ETCD_ENDPOINTS": " http://a:1 ,b:2,\t[::1]:3 , unix:///run/etcd.sock"}, wantEndpoints("http://a:1", "b:2", "[::1]:3", "unix:///run/etcd.sock")},

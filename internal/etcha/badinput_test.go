@@ -60,16 +60,24 @@ func TestBadInput(t *testing.T) {
 	}{
 		{name: "malformed jsonnet", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: malformed}) }, want: "malformed.jsonnet:3:"},
 		{name: "malformed raw jsonnet", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: touch + ",,"}) }, want: "etcha-snippet.jsonnet:"},
-		{name: "unknown target", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: invalid}) }, want: "bad"},
-		{name: "self target", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: selfTarget}) }, want: "me"},
-		{name: "bad envPrefix", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: badPrefix}) }, want: "pre"},
-		{name: "invalid pattern build", do: func(a *App) error { return a.Build(ctx, BuildOptions{Pattern: invalid, Dest: filepath.Join(dir, "x.jwt")}) }, want: "bad"},
+		{name: "unknown target", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: invalid}) }, want: `command "bad"`},
+		{name: "self target", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: selfTarget}) }, want: `command "me"`},
+		{name: "bad envPrefix", do: func(a *App) error { return a.Local(ctx, LocalOptions{Target: badPrefix}) }, want: `command "pre"`},
+		{name: "invalid pattern build", do: func(a *App) error {
+			return a.Build(ctx, BuildOptions{Pattern: invalid, Dest: filepath.Join(dir, "x.jwt")})
+		}, want: `command "bad"`},
 		{name: "unreadable key", cfg: []string{"build_signingKey=", "build_signingKeyPath=" + filepath.Join(dir, "nokey")},
-			do: func(a *App) error { return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")}) }, want: "signingKeyPath"},
+			do: func(a *App) error {
+				return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")})
+			}, want: "signingKeyPath"},
 		{name: "public key as signing key", cfg: []string{"build_signingKey=" + testPublicKey},
-			do: func(a *App) error { return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")}) }, want: "build.signingKey"},
+			do: func(a *App) error {
+				return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")})
+			}, want: "build.signingKey"},
 		{name: "no signing key", cfg: []string{"build_signingKey="},
-			do: func(a *App) error { return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")}) }, want: "no signing key"},
+			do: func(a *App) error {
+				return a.Build(ctx, BuildOptions{Pattern: good, Dest: filepath.Join(dir, "x.jwt")})
+			}, want: "no signing key"},
 		{name: "private key as verify key", cfg: []string{"run_verifyKeys=" + testPrivateKey},
 			do: func(a *App) error { return a.Render(ctx, valid) }, want: "run.verifyKeys[0]"},
 		{name: "truncated jwt", do: func(a *App) error { return a.JWT(ctx, truncated) }, want: "truncated.jwt"},

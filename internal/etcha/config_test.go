@@ -95,3 +95,17 @@ func TestSigningKeyPathSearchedUpward(t *testing.T) {
 		t.Fatalf("key = %s, want %s", got, want)
 	}
 }
+
+func TestLoadConfigJSON(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "etcha.json", `{"run": {"verifyKeys": "`+testPublicKey+`", "maxJWTSize": 2048}}`)
+	c, err := LoadConfig(context.Background(), LoadOptions{Path: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(c.Run.VerifyKeys, ","), testPublicKey; got != want {
+		t.Fatalf("verifyKeys = %q, want %q", got, want)
+	}
+	if got, want := c.Run.MaxJWTSize, 2048; got != want {
+		t.Fatalf("maxJWTSize = %d, want %d", got, want)
+	}
+}

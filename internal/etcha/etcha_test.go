@@ -269,3 +269,36 @@ func TestGenerateKeys(t *testing.T) {
 		t.Fatalf("GenerateKeys(hmac) = %v, want a usage error", err)
 	}
 }
+
+// TestBuildSource checks that the build's source argument applies that
+// source's vars (to rendering) and exec (to build commands).
+func TestBuildSource(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "p.jsonnet", `{
+  build: [{id: 'm', always: true, change: 'echo ' + std.native('getConfig')().vars.where + ' $WHO', onChange: ['etcha:buildManifest']}],
+}`)
+	a, _ := newApp(t, baseConfig+`+{vars: {where: 'top'}, sources: {s: {vars: {where: 'source'}, exec: {env: {WHO: 'me'}}}}}`)
+	jwt := filepath.Join(dir, "p.jwt")
+	if err := a.Build(context.Background(), BuildOptions{Pattern: p, Dest: jwt, Source: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	claims, err := token.Parse(readFile(t, jwt), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := claims.BuildManifest, "source me"; got != want {
+		t.Fatalf("etchaBuildManifest = %q, want %q", got, want)
+	}
+}
+
+// TestStdoutEvent checks the internal effect of etcha:stdout (spec §4.6).
+func TestStdoutEvent(t *testing.T) {
+	a, out := newApp(t, baseConfig)
+	err := a.Local(context.Background(), LocalOptions{Target: `{id: 'say', always: true, change: 'echo hello there', onChange: ['etcha:stdout']}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), "hello there\nChanged 1: say\n"; got != want {
+		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+}
