@@ -94,7 +94,7 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 	for {
 		select {
 		case b := <-batches:
-			d.take(&p, b)
+			d.take(ctx, &p, b, batches)
 		case <-d.giveUp:
 			return nil, d.initialTimeout()
 		case <-retry:
@@ -136,8 +136,8 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 	for {
 		select {
 		case b := <-batches:
-			d.take(&p, b)
-			d.drain(&p, batches)
+			d.take(ctx, &p, b, batches)
+			d.drain(ctx, &p, batches)
 			if d.cfg.waitMin == 0 {
 				d.flushAndSignal(&p, &retry)
 				continue
@@ -300,8 +300,24 @@ func (d *daemon) childExit(err error) error {
 	return err
 }
 
-// take adds a batch from the watcher to p.
-func (d *daemon) take(p *pending, b watch.Batch) {
+// take adds a batch from the watcher to p, and the batches that etcd
+// delivered together with it (b.More), so that a catch-up after a
+// reconnect becomes one write and one signal.
+func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-chan watch.Batch) {
+	for {
+		d.add(p, b)
+		if !b.More {
+			return
+		}
+		select {
+		case b = <-batches:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (d *daemon) add(p *pending, b watch.Batch) {
 	cause := ""
 	if b.Reset {
 		cause = watch.CauseKind(b.Cause)
@@ -315,11 +331,11 @@ func (d *daemon) take(p *pending, b watch.Batch) {
 
 // drain takes every batch that is ready without waiting, so a burst (a
 // catch-up after a reconnect) becomes one write and one signal.
-func (d *daemon) drain(p *pending, batches <-chan watch.Batch) {
+func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Batch) {
 	for {
 		select {
 		case b := <-batches:
-			d.take(p, b)
+			d.take(ctx, p, b, batches)
 		default:
 			return
 		}

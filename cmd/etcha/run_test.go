@@ -153,6 +153,7 @@ func TestConfigFromEnv(t *testing.T) {
 func TestUsageAndErrors(t *testing.T) {
 	dir, cfg := setup(t)
 	bad := write(t, dir, "bad.jsonnet", "{\n  run: [,\n}\n")
+	unformatted := write(t, dir, "unformatted.jsonnet", `{run: [  ]}`)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -172,6 +173,8 @@ func TestUsageAndErrors(t *testing.T) {
 		{"malformed jsonnet", []string{"-c", cfg, "local", bad}, 1, "bad.jsonnet:2:"},
 		{"missing config", []string{"-c", filepath.Join(dir, "none.jsonnet"), "render", "{}"}, 1, "config"},
 		{"version", []string{"version"}, 0, ""},
+		{"lint truthy second argument", []string{"-c", cfg, "lint", unformatted, "yes"}, 1, "found linting errors"},
+		{"lint unformatted without -f", []string{"-c", cfg, "lint", unformatted}, 0, ""},
 		{"no external", []string{"-c", cfg, "-d", "render", "{run: [], x: std.native('getCmd')('true', null, false)}"}, 1, "getCmd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,6 +219,8 @@ func TestCompare(t *testing.T) {
 	os.Rename(otherVersion, otherVersion+".3")
 	otherPattern := build("x", `{run: [], id: 'changed'}`, testNow(), "v1")
 	garbled := writeFile(t, dir, "garbled.jwt", "not a jwt")
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer srv.Close()
 	for _, tc := range []struct {
 		name     string
 		new, old string
@@ -230,6 +234,8 @@ func TestCompare(t *testing.T) {
 		{name: "pattern", new: same1 + ".1", old: otherPattern, code: 1, out: "different: etchaPattern"},
 		{name: "garbled", new: same1 + ".1", old: garbled, code: 2},
 		{name: "missing", new: filepath.Join(dir, "none.jwt"), old: same1 + ".1", code: 2},
+		{name: "url", new: srv.URL + "/x.jwt.1", old: same2 + ".2", code: 0, out: "equal"},
+		{name: "url not found", new: srv.URL + "/none.jwt", old: same2 + ".2", code: 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out.Reset()
@@ -300,5 +306,78 @@ func TestStdoutEvent(t *testing.T) {
 	}
 	if got, want := out.String(), "hello there\nChanged 1: say\n"; got != want {
 		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+}
+
+// TestRenderSources checks the three kinds of render target besides a
+// .jsonnet path: a Jsonnet file with another extension, raw Jsonnet, and
+// JWT text given directly.
+func TestRenderSources(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "lib.libsonnet", `{id: 'from lib', change: 'true'}`)
+	other := writeFile(t, dir, "p.txt", `{run: [import 'lib.libsonnet']}`)
+	a, out := newApp(t, baseConfig)
+	ctx := context.Background()
+	for _, target := range []string{other, `{run: [{id: 'from lib', change: 'true'}]}`} {
+		out.Reset()
+		if err := a.Render(ctx, target); err != nil {
+			t.Fatalf("Render(%q) = %v", target, err)
+		}
+		if !strings.Contains(out.String(), `"id": "from lib"`) {
+			t.Fatalf("Render(%q) printed %q", target, out)
+		}
+	}
+	jwt := filepath.Join(dir, "p.jwt")
+	if err := a.Build(ctx, BuildOptions{Pattern: writeFile(t, dir, "p.jsonnet", `{run: [import 'lib.libsonnet']}`), Dest: jwt}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := a.Render(ctx, strings.TrimSpace(readFile(t, jwt))); err != nil {
+		t.Fatalf("Render(jwt text) = %v", err)
+	}
+	if !strings.Contains(out.String(), `"id": "from lib"`) {
+		t.Fatalf("Render(jwt text) printed %q", out)
+	}
+}
+
+// TestGetConfigAndEnv checks what patterns see: getConfig() without the
+// signing key and with the effective exec, and getEnv reading the process
+// environment only with envInherit.
+func TestGetConfigAndEnv(t *testing.T) {
+	const p = `{run: [], config: std.native('getConfig')(), foo: std.native('getEnv')('FOO', 'unset', false)}`
+	for _, tc := range []struct {
+		name, cfg, foo string
+	}{
+		{"no inherit", baseConfig + `+{exec+: {env: {BAR: '1'}}}`, "unset"},
+		{"inherit", baseConfig + `+{exec+: {envInherit: true}}`, "from-process"},
+		{"exec env", baseConfig + `+{exec+: {env: {FOO: 'from-exec'}}}`, "from-exec"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, out := newApp(t, tc.cfg)
+			a.Env = []string{"FOO=from-process"}
+			if err := a.Render(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Config struct {
+					Build map[string]any
+					Exec  struct{ Command string }
+					Test  bool
+				}
+				Foo string
+			}
+			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Foo != tc.foo {
+				t.Fatalf("getEnv('FOO') = %q, want %q", got.Foo, tc.foo)
+			}
+			if got.Config.Exec.Command != "/bin/sh -c" {
+				t.Fatalf("getConfig().exec.command = %q, want /bin/sh -c", got.Config.Exec.Command)
+			}
+			if _, ok := got.Config.Build["signingKey"]; ok || strings.Contains(out.String(), "MC4CAQAw") {
+				t.Fatalf("getConfig() exposes the signing key: %s", out)
+			}
+		})
 	}
 }

@@ -107,7 +107,7 @@ func (a *App) render(ctx context.Context, target string) (*pattern.Result, error
 			if strings.HasSuffix(target, ".jwt") || jwtShape.MatchString(strings.TrimSpace(text)) {
 				return a.renderJWT(ctx, text)
 			}
-			b, err := pattern.FromJsonnet(text)
+			b, err := pattern.Load(target) // a Jsonnet file with another extension
 			if err != nil {
 				return nil, err
 			}

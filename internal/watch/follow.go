@@ -105,7 +105,9 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 		f.w.update(func(s *Status) { s.ProgressNotifies++ })
 		return ""
 	}
-	for _, b := range f.batches(resp.Events) {
+	bs := f.batches(resp.Events)
+	for i, b := range bs {
+		b.More = i < len(bs)-1
 		if !f.w.send(ctx, f.out, b) {
 			return ""
 		}

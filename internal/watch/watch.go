@@ -57,6 +57,12 @@ type Batch struct {
 	// "progress-timeout: ...". CauseKind extracts the kind. Empty for
 	// revision batches.
 	Cause string
+	// More is true when etcd delivered this batch together with the next
+	// one, in one watch response: a catch-up after a reconnect brings many
+	// revisions at once. A consumer that wants one write (and one reload)
+	// per catch-up keeps receiving while More is set; the next batch is
+	// sent right away.
+	More bool
 }
 
 // Resync cause kinds; Batch.Cause starts with one of these.

@@ -43,6 +43,8 @@ func (r Rejection) Error() string {
 	return fmt.Sprintf("key %q rejected: %s", r.Key, detail)
 }
 
+var _ error = Rejection{}
+
 func reject(key, reason, detail string) Rejection {
 	return Rejection{Key: key, Reason: reason, detail: detail}
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path"
 	"slices"
+	"strings"
 )
 
 // plain brings a plain-layout target up to date:
@@ -33,6 +34,9 @@ func (s *state) plain() error {
 	if !w.trusted {
 		if left, err = s.findAtomicLeftovers(); err != nil {
 			return err
+		}
+		for d := range m.Dirs {
+			s.removeTemps(d)
 		}
 	}
 	toWrite := s.plainPlan(m)                // (2)
@@ -101,6 +105,25 @@ func (s *state) plainPlan(m *manifest) []string {
 	}
 	slices.Sort(toWrite) // write in a predictable order
 	return toWrite
+}
+
+// removeTemps removes temp files a crashed run left in managed directory
+// dir, so that it can be removed once empty.
+func (s *state) removeTemps(dir string) {
+	if !s.realParents(dir + "/x") {
+		return
+	}
+	f, err := s.root.Open(dir)
+	if err != nil {
+		return
+	}
+	entries, _ := f.ReadDir(-1)
+	f.Close()
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tmpPrefix) && !e.IsDir() {
+			s.root.Remove(dir + "/" + e.Name())
+		}
+	}
 }
 
 // realParents reports whether every parent of key is a real directory.

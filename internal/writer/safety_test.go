@@ -223,3 +223,31 @@ func runHelperBin(t *testing.T, bin, mode, dir string, attr *syscall.SysProcAttr
 	sc.Scan()
 	return sc.Text()
 }
+
+// TestSymlinkPlantedBetweenCalls swaps a managed directory for a symlink to
+// outside between two calls, while the writer trusts its memory of the disk.
+func TestSymlinkPlantedBetweenCalls(t *testing.T) {
+	for _, layout := range layouts {
+		t.Run(layout.String(), func(t *testing.T) {
+			base := t.TempDir()
+			outside := filepath.Join(base, "outside")
+			writeRaw(t, outside, "sentinel", "untouched")
+			opts := Options{Dir: filepath.Join(base, "target"), Layout: layout, UID: -1, GID: -1}
+			w := newWriter(t, opts)
+			mustSync(t, w, map[string]string{"n/a": "1"})
+			if err := os.RemoveAll(filepath.Join(opts.Dir, "n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(opts.Dir, "n")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Apply([]Change{put("n/sentinel", "evil"), put("n/b", "2")}); err != nil {
+				t.Logf("Apply: %v", err) // an error is fine; writing outside is not
+			}
+			wantFiles(t, outside, map[string]string{"sentinel": "untouched"})
+			mustSync(t, w, map[string]string{"n/a": "1", "n/b": "2"})
+			wantFiles(t, outside, map[string]string{"sentinel": "untouched"})
+			wantFiles(t, opts.Dir, map[string]string{"n/a": "1", "n/b": "2"})
+		})
+	}
+}

@@ -165,8 +165,8 @@ type Writer struct {
 	warned  map[string]bool   // rejected keys already logged
 
 	// disk is what the last successful call left on disk, keyed by path;
-	// trusted is false after an error or before the first Sync, in which
-	// case the next call inspects the disk instead of trusting disk.
+	// trusted is false after an error, before the first call and during
+	// Sync, when the disk is inspected instead of trusting disk.
 	disk    map[string][]byte
 	trusted bool
 	pending bool            // a failed call may have changed visible files
@@ -262,8 +262,9 @@ func probe(o Options) error {
 // process (other generations, stale symlinks, manifest entries) are removed.
 // Use it at start-up and on every resync. The writer copies full.
 //
-// On error the previous content stays readable and the desired state is
-// kept, so the next Sync or Apply retries.
+// On error the desired state is kept, so the next Sync or Apply retries. In
+// the atomic layout the previous snapshot stays intact and readable; in the
+// plain layout files written before the failure are already new.
 func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 	w.desired = make(map[string][]byte, len(full))
 	for k, v := range full {
@@ -276,9 +277,12 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 // Apply changes the desired state by changes, in order, and brings the
 // target up to date. In the atomic layout all changes become visible at once.
 // Apply(nil) retries after an earlier error. The writer copies the values.
+// Between Syncs Apply trusts its memory of what it wrote: damage done to the
+// target by others is repaired by the next Sync, not by Apply.
 //
-// On error the previous content stays readable and the desired state is
-// kept, so the next call retries.
+// On error the desired state is kept, so the next call retries. In the
+// atomic layout the previous snapshot stays intact and readable; in the
+// plain layout files written before the failure are already new.
 func (w *Writer) Apply(changes []Change) (Result, error) {
 	for _, c := range changes {
 		if c.Delete {

@@ -199,7 +199,9 @@ func TestTornFileRepairedAtSync(t *testing.T) {
 			opts := testOptions(t, layout)
 			full := map[string]string{"a": "complete content", "d/b": "fine"}
 			mustSync(t, newWriter(t, opts), full)
-			// Truncate in place, as a crash after a partial write would.
+			// Truncate in place, as a crash after a partial write would,
+			// and leave a temp file behind.
+			writeRaw(t, opts.Dir, "d/..tmp-b-crash", "partial")
 			if err := os.WriteFile(filepath.Join(opts.Dir, "a"), []byte("comp"), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -208,6 +210,9 @@ func TestTornFileRepairedAtSync(t *testing.T) {
 				t.Fatalf("Sync over torn file: %+v, want changed, 1 written", res)
 			}
 			wantFiles(t, opts.Dir, full)
+			if _, err := os.Lstat(filepath.Join(opts.Dir, "d", "..tmp-b-crash")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("temp file left by a crash: %v, want removed", err)
+			}
 		})
 	}
 }

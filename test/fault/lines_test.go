@@ -69,6 +69,17 @@ func (l *lines) count(sub string) int {
 	return n
 }
 
+// unread returns the lines not consumed yet, without consuming them.
+func (l *lines) unread() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, ln := range l.all[l.read:] {
+		out = append(out, ln.text)
+	}
+	return out
+}
+
 // skip marks every line so far as consumed.
 func (l *lines) skip() {
 	l.mu.Lock()
