@@ -35,7 +35,7 @@ type daemon struct {
 	ready      atomic.Bool           // the first full sync is on disk
 	writeErr   atomic.Pointer[error] // the last write's error; nil after a success
 	child      *supervisor.Child
-	rejected   map[string]bool // keys whose rejection was logged already
+	rejected   map[string]bool // keys rejected by the last write, counted already
 	failures   int             // consecutive failed writes, for the retry backoff
 	appliedRev int64           // etcd revision of the files on disk
 }
@@ -202,7 +202,7 @@ func (d *daemon) flush(p *pending) (bool, error) {
 	}
 	rev := p.rev
 	*p = pending{}
-	d.logRejections(res.Rejected)
+	d.countRejections(res.Rejected)
 	if err != nil {
 		d.failures++
 		d.writeErr.Store(&err)
@@ -223,16 +223,14 @@ func (d *daemon) flush(p *pending) (bool, error) {
 	return res.Changed, nil
 }
 
-func (d *daemon) logRejections(rs []writer.Rejection) {
-	if d.rejected == nil {
-		d.rejected = map[string]bool{}
-	}
-	now := map[string]bool{}
+// countRejections counts each key once when it becomes rejected; the
+// writer logs it.
+func (d *daemon) countRejections(rs []writer.Rejection) {
+	now := make(map[string]bool, len(rs))
 	for _, r := range rs {
 		now[r.Key] = true
 		if !d.rejected[r.Key] {
 			d.metrics.Rejected(r.Reason)
-			d.log.Warn(r.Error(), "key", d.cfg.prefix+r.Key, "reason", r.Reason)
 		}
 	}
 	d.rejected = now

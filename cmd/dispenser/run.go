@@ -166,14 +166,18 @@ func newWriter(cfg *config, log *slog.Logger) (*writer.Writer, error) {
 		}
 	}
 	w, err := writer.New(writer.Options{
-		Dir:      cfg.target,
-		Layout:   cfg.layout,
-		FileMode: cfg.mode,
-		UID:      uid,
-		GID:      gid,
-		Fsync:    cfg.fsync,
-		Logger:   log.With("component", "writer"),
+		Dir:       cfg.target,
+		Layout:    cfg.layout,
+		FileMode:  cfg.mode,
+		UID:       uid,
+		GID:       gid,
+		Fsync:     cfg.fsync,
+		Logger:    log,
+		KeyPrefix: cfg.prefix,
 	})
+	if errors.Is(err, writer.ErrChownNotPermitted) {
+		return nil, usageError{fmt.Errorf("--owner/--group: %w", err)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--target %s: %w", cfg.target, err)
 	}

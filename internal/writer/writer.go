@@ -125,6 +125,10 @@ type Options struct {
 	// Logger receives warnings about rejected keys and replaced files. Nil
 	// discards them.
 	Logger *slog.Logger
+	// KeyPrefix is put before keys in log lines, so that they name the key
+	// as the operator knows it (the etcd prefix, e.g. "/certs/"). Empty
+	// logs keys as given.
+	KeyPrefix string
 }
 
 // Change is one key update: Value is the new content unless Delete is set.
@@ -338,7 +342,9 @@ func (w *Writer) logRejections(rejected []Rejection) {
 	for _, r := range rejected {
 		now[r.Key] = true
 		if !w.warned[r.Key] {
-			w.log.Warn("skipping key", "key", r.Key, "reason", r.Reason, "err", r.Error())
+			full := r
+			full.Key = w.opts.KeyPrefix + r.Key
+			w.log.Warn(full.Error(), "key", full.Key, "reason", r.Reason)
 		}
 	}
 	w.warned = now

@@ -360,7 +360,7 @@ func TestRejectedKeysDoNotBlock(t *testing.T) {
 			if len(res.Rejected) != 4 {
 				t.Fatalf("Rejected on next Apply = %v, want all 4 still listed", res.Rejected)
 			}
-			if got := strings.Count(logs.String(), "skipping key"); got != 4 {
+			if got := strings.Count(logs.String(), "rejected: "); got != 4 {
 				t.Fatalf("rejection warnings = %d, want 4 (each logged once):\n%s", got, logs.String())
 			}
 			wantFiles(t, opts.Dir, map[string]string{"good": "1", "n/ok": "2", "more": "3"})
