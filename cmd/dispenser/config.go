@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,14 +18,14 @@ import (
 )
 
 // config is everything the flags say. parseFlags fills it and checks each
-// value on its own; it does not touch etcd or the target directory.
+// value, looking up users and groups and whether --target is a directory;
+// it does not touch etcd or write anything.
 type config struct {
 	prefix      string         // etcd prefix, always ending in "/"
 	target      string         // directory the files go to
 	signal      syscall.Signal // sent to the child after a change; 0: none
 	mode        fs.FileMode
-	owner       string // name or id; "" keeps the process's own
-	group       string
+	uid, gid    int // from --owner/--group; -1 keeps the process's own
 	layout      writer.Layout
 	fsync       bool
 	once        bool
@@ -65,13 +66,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		c                  config
 		signal, mode, wait string
 		layout             string
+		owner, group       string
 	)
 	fs.StringVarP(&c.prefix, "prefix", "p", "", "etcd prefix of all files to read (required)")
 	fs.StringVarP(&c.target, "target", "t", "", "directory to write the files to (required)")
 	fs.StringVarP(&signal, "signal", "s", "", "signal sent to the child after the files change, e.g. SIGHUP (default: none)")
 	fs.StringVarP(&mode, "mode", "m", "0600", "mode of the written files, octal")
-	fs.StringVarP(&c.owner, "owner", "o", "", "owner of the written files, name or uid (needs root; default: current user)")
-	fs.StringVarP(&c.group, "group", "g", "", "group of the written files, name or gid (needs root; default: current group)")
+	fs.StringVarP(&owner, "owner", "o", "", "owner of the written files, name or uid (needs root; default: current user)")
+	fs.StringVarP(&group, "group", "g", "", "group of the written files, name or gid (needs root; default: current group)")
 	fs.StringVar(&layout, "layout", "atomic", "atomic: swap a ..data symlink per change set; plain: replace each file in place")
 	fs.BoolVar(&c.fsync, "fsync", false, "fsync files and directories after writing")
 	fs.BoolVar(&c.once, "once", false, "write the files once and exit (for init containers)")
@@ -103,6 +105,20 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.target == "" {
 		return nil, usagef("--target is required, e.g. --target=/config")
+	}
+	if fi, err := os.Stat(c.target); err == nil && !fi.IsDir() {
+		return nil, usagef("--target %s is not a directory; point it at a directory (it is created if missing)", c.target)
+	}
+	c.uid, c.gid = -1, -1
+	if owner != "" {
+		if c.uid, err = writer.LookupUser(owner); err != nil {
+			return nil, usageError{fmt.Errorf("--owner: %w", err)}
+		}
+	}
+	if group != "" {
+		if c.gid, err = writer.LookupGroup(group); err != nil {
+			return nil, usageError{fmt.Errorf("--group: %w", err)}
+		}
 	}
 	if signal != "" {
 		if c.signal, err = supervisor.ParseSignal(signal); err != nil {

@@ -32,6 +32,8 @@ type daemon struct {
 	stdout  io.Writer
 	stderr  io.Writer
 
+	connected  atomic.Bool           // watcher is set: the etcd client exists
+	connectErr atomic.Pointer[error] // the last failed attempt to connect
 	ready      atomic.Bool           // the first full sync is on disk
 	writeErr   atomic.Pointer[error] // the last write's error; nil after a success
 	child      *supervisor.Child
@@ -345,6 +347,13 @@ func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Bat
 func (d *daemon) health() error {
 	if err := d.writeErr.Load(); err != nil {
 		return fmt.Errorf("the last write to %s failed: %v", d.cfg.target, *err)
+	}
+	if !d.connected.Load() {
+		last := "none"
+		if err := d.connectErr.Load(); err != nil {
+			last = (*err).Error()
+		}
+		return fmt.Errorf("connecting to etcd (last error: %s)", last)
 	}
 	st := d.watcher.Status()
 	if !st.Connected {

@@ -230,8 +230,8 @@ func TestTargetIsAFile(t *testing.T) {
 	r := start(t, s, "-p", "/x", "-t", f, "--once")
 	err := r.wait(t)
 	var stderr bytes.Buffer
-	if code := report(&stderr, err); code == 0 || !strings.Contains(stderr.String(), f) {
-		t.Fatalf("exit %d, stderr %q: want an error naming %s", code, stderr.String(), f)
+	if code := report(&stderr, err); code != 2 || !strings.Contains(stderr.String(), f) {
+		t.Fatalf("exit %d, stderr %q: want 2 and an error naming %s", code, stderr.String(), f)
 	}
 	if b, _ := os.ReadFile(f); string(b) != "keep me" {
 		t.Fatalf("the file given as --target was changed to %q", b)

@@ -53,34 +53,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.initTimeout > 0 {
 		giveUp = time.After(cfg.initTimeout)
 	}
-	client, err := connect(ctx, etcdCfg, sigs, giveUp, log)
-	if err != nil || client == nil {
-		return err
-	}
-	defer client.Close()
-
 	d := &daemon{
-		cfg:    cfg,
-		log:    log,
-		writer: w,
-		watcher: watch.New(watch.Options{
-			Client:           client,
-			Prefix:           cfg.prefix,
-			ProgressInterval: cfg.watchProbe,
-			Logger:           log.With("component", "watch"),
-		}),
+		cfg:     cfg,
+		log:     log,
+		writer:  w,
 		metrics: metrics.New(),
 		giveUp:  giveUp,
 		stdout:  stdout,
 		stderr:  stderr,
 	}
-	if cfg.listenHTTP != "" {
+	if cfg.listenHTTP != "" { // before connecting, so probes get a 503 that says why
 		stop, err := serveHTTP(ctx, d)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
+	client, closeClient, err := d.connect(ctx, etcdCfg, sigs)
+	if err != nil || client == nil {
+		return err
+	}
+	defer closeClient()
+	d.watcher = watch.New(watch.Options{
+		Client:           client,
+		Prefix:           cfg.prefix,
+		ProgressInterval: cfg.watchProbe,
+		Logger:           log,
+	})
+	d.connected.Store(true)
 	return d.run(ctx, sigs)
 }
 
@@ -107,39 +107,6 @@ func serveHTTP(ctx context.Context, d *daemon) (stop func(), err error) {
 	}, nil
 }
 
-// connect creates the etcd client. Without authentication that never
-// waits; with it, clientv3.New must reach etcd to log in, so it is retried
-// (with backoff, logged) until it works, a stop signal or ctx's end (nil
-// client and nil error), or --initial-timeout.
-func connect(ctx context.Context, cfg clientv3.Config, sigs <-chan os.Signal, giveUp <-chan time.Time, log *slog.Logger) (*clientv3.Client, error) {
-	delay := 500 * time.Millisecond
-	for {
-		c, err := clientv3.New(cfg)
-		if err == nil {
-			return c, nil
-		}
-		log.Warn("connect to etcd failed; retrying (check ETCD_ENDPOINTS and the credentials)",
-			"endpoints", cfg.Endpoints, "err", err, "retry_in", delay)
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-			delay = min(2*delay, 30*time.Second)
-		case s := <-sigs:
-			timer.Stop()
-			if isStop(s) {
-				log.Info("stopped before connecting to etcd", "signal", s)
-				return nil, nil
-			}
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, nil
-		case <-giveUp:
-			timer.Stop()
-			return nil, fmt.Errorf("could not connect to etcd at %v within --initial-timeout: %w", cfg.Endpoints, err)
-		}
-	}
-}
-
 func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
@@ -153,24 +120,12 @@ func newLogger(cfg *config, stderr io.Writer) (*slog.Logger, error) {
 }
 
 func newWriter(cfg *config, log *slog.Logger) (*writer.Writer, error) {
-	uid, gid := -1, -1
-	var err error
-	if cfg.owner != "" {
-		if uid, err = writer.LookupUser(cfg.owner); err != nil {
-			return nil, usageError{fmt.Errorf("--owner: %w", err)}
-		}
-	}
-	if cfg.group != "" {
-		if gid, err = writer.LookupGroup(cfg.group); err != nil {
-			return nil, usageError{fmt.Errorf("--group: %w", err)}
-		}
-	}
 	w, err := writer.New(writer.Options{
 		Dir:       cfg.target,
 		Layout:    cfg.layout,
 		FileMode:  cfg.mode,
-		UID:       uid,
-		GID:       gid,
+		UID:       cfg.uid,
+		GID:       cfg.gid,
 		Fsync:     cfg.fsync,
 		Logger:    log,
 		KeyPrefix: cfg.prefix,

@@ -190,19 +190,21 @@ func (c *Child) Stop(sig syscall.Signal) error {
 	case <-timer.C:
 	}
 	// (3)
-	c.kill()
+	c.log.Warn("child did not exit in time", "pid", c.pid, "timeout", c.killTimeout)
+	c.Kill()
 	return c.Wait()
 }
 
-// kill sends SIGKILL to the child's process group and to the child.
-func (c *Child) kill() {
+// Kill sends SIGKILL to the child's process group and to the child, at
+// once, without waiting. It does nothing once the child has been reaped.
+// A pending Stop returns soon after.
+func (c *Child) Kill() {
 	select {
 	case <-c.done:
 		return // reaped: the pid may have been reused
 	default:
 	}
-	c.log.Warn("child did not exit in time; killing its process group",
-		"pid", c.pid, "timeout", c.killTimeout)
+	c.log.Warn("killing the child's process group", "pid", c.pid)
 	// The group outlives its leader while members remain, and its id
 	// cannot be reused meanwhile, so this also catches grandchildren.
 	if err := syscall.Kill(-c.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {

@@ -56,19 +56,6 @@ func (l *lines) String() string {
 	return b.String() + l.partial
 }
 
-// count is the number of lines so far, consumed or not, that contain sub.
-func (l *lines) count(sub string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, ln := range l.all {
-		if strings.Contains(ln.text, sub) {
-			n++
-		}
-	}
-	return n
-}
-
 // unread returns the lines not consumed yet, without consuming them.
 func (l *lines) unread() []string {
 	l.mu.Lock()

@@ -31,8 +31,7 @@ type dispenser struct {
 // startDispenser runs the dispenser binary with args and ETCD_ENDPOINTS
 // set to endpoints (and no other ETCD_* variable). With wrap, the command
 // line is wrap followed by the binary and args (e.g. unshare). At cleanup
-// the child's stdin is closed, which ends child and dispenser; anything
-// still running after waitLong is killed, and a failed test shows the log.
+// dispenser is stopped (see cleanup), and a failed test shows its log.
 func startDispenser(t *testing.T, endpoints []string, wrap []string, args ...string) *dispenser {
 	t.Helper()
 	bin := etcdproc.BuildPackage(t, "./cmd/dispenser")
@@ -63,14 +62,22 @@ func startDispenser(t *testing.T, endpoints []string, wrap []string, args ...str
 	return d
 }
 
+// cleanup ends the child by closing its stdin, then, if dispenser is still
+// there (e.g. it never started the child), stops it with SIGTERM, and
+// kills it only if that fails, which is an error.
 func (d *dispenser) cleanup(t *testing.T) {
 	d.stdin.Close()
 	select {
 	case <-d.done:
-	case <-time.After(waitLong):
-		t.Errorf("dispenser still running %v after its child's stdin closed; killing it", waitLong)
-		d.cmd.Process.Kill()
-		<-d.done
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(waitLong):
+			t.Errorf("dispenser still running %v after SIGTERM; killing it", waitLong)
+			d.cmd.Process.Kill()
+			<-d.done
+		}
 	}
 	if t.Failed() {
 		t.Logf("dispenser log:\n%s", d.log.String())

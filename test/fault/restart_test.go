@@ -28,12 +28,19 @@ func TestFaultRestart(t *testing.T) {
 		down    func(*etcdproc.Member)
 		compact bool
 		health  bool // also check /healthz and /readyz
+		behind  int  // extra revisions made while down
 	}{
 		{fault: "1 (kill -9)", down: (*etcdproc.Member).Kill},
+		// etcd sends a catch-up of more than 1000 revisions in several
+		// watch responses; it must still be one signal.
+		{fault: "1b (kill -9, 1500 revisions behind)", down: (*etcdproc.Member).Kill, behind: 1500},
 		{fault: "2 (graceful stop)", down: (*etcdproc.Member).Stop, health: true},
 		{fault: "3 (compact+defrag while down)", down: (*etcdproc.Member).Stop, compact: true},
 	} {
 		t.Run(strings.Fields(tc.fault)[0], func(t *testing.T) {
+			if tc.behind > 0 && testing.Short() {
+				t.Skip("makes many revisions")
+			}
 			c := etcdproc.StartCluster(t, 1)
 			m := c.Member(0)
 			cli := m.Client(t)
@@ -64,6 +71,9 @@ func TestFaultRestart(t *testing.T) {
 			elsewhere := m.Client(t)
 			put(t, elsewhere, "/f/a", "2", "/f/new", "1", "/f/sub/y", "1")
 			del(t, elsewhere, "/f/gone", "/f/dir/x")
+			for i := range tc.behind {
+				put(t, elsewhere, "/f/many", fmt.Sprint(i))
+			}
 			if tc.compact {
 				compactAndDefrag(t, elsewhere, m.Endpoint())
 			}
@@ -72,6 +82,9 @@ func TestFaultRestart(t *testing.T) {
 			back := time.Now()
 
 			want := map[string]string{"a": "2", "b": "1", "new": "1", "sub/y": "1"}
+			if tc.behind > 0 {
+				want["many"] = fmt.Sprint(tc.behind - 1)
+			}
 			fileAt := waitState(t, dir, format(want))
 			sig := awaitSignal(t, d, format(want))
 			t.Logf("fault %s: back→file %v, back→signal %v", tc.fault, fileAt.Sub(back), sig.at.Sub(back))

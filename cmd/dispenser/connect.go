@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var (
+	errStopped = errors.New("stopped")
+	errGaveUp  = errors.New("--initial-timeout passed")
+)
+
+// connect creates the etcd client. Without authentication that never waits;
+// with it, clientv3.New must reach etcd to log in, so it is retried (with
+// backoff, each failure logged) until it works. A stop signal or ctx's end
+// interrupts it, even mid-attempt, and returns a nil client and nil error;
+// --initial-timeout returns an error. On success the caller must call
+// closeClient.
+func (d *daemon) connect(ctx context.Context, cfg clientv3.Config, sigs <-chan os.Signal) (c *clientv3.Client, closeClient func(), err error) {
+	// cfg.Context becomes the client's own: cancelling it closes the client,
+	// so it is cancelled only on failure or by closeClient.
+	connCtx, cancel := context.WithCancelCause(ctx)
+	cfg.Context = connCtx
+	attempting, watching := make(chan struct{}), make(chan struct{})
+	go func() { // stop signals and the timeout interrupt an attempt
+		defer close(watching)
+		for {
+			select {
+			case s := <-sigs:
+				if isStop(s) {
+					d.log.Info("stopped before connecting to etcd", "signal", s)
+					cancel(errStopped)
+					return
+				}
+			case <-d.giveUp:
+				cancel(errGaveUp)
+				return
+			case <-attempting:
+				return
+			}
+		}
+	}()
+	defer func() { close(attempting); <-watching }()
+
+	delay := 500 * time.Millisecond
+	for {
+		c, err := clientv3.New(cfg)
+		if err == nil {
+			close(attempting)
+			<-watching
+			attempting = make(chan struct{}) // for the deferred close
+			if connCtx.Err() != nil {        // a stop or the timeout won the race
+				c.Close()
+				return nil, nil, d.interrupted(connCtx, cancel, cfg, nil)
+			}
+			return c, func() { c.Close(); cancel(nil) }, nil
+		}
+		d.connectErr.Store(&err)
+		if connCtx.Err() != nil {
+			return nil, nil, d.interrupted(connCtx, cancel, cfg, err)
+		}
+		d.log.Warn("connect to etcd failed; retrying (check ETCD_ENDPOINTS, the credentials and that etcd is up)",
+			"endpoints", cfg.Endpoints, "err", err, "retry_in", delay)
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, 30*time.Second)
+		case <-connCtx.Done():
+		}
+	}
+}
+
+// interrupted ends an interrupted connect: nil for a stop, an error for
+// --initial-timeout.
+func (d *daemon) interrupted(connCtx context.Context, cancel context.CancelCauseFunc, cfg clientv3.Config, last error) error {
+	cause := context.Cause(connCtx)
+	cancel(nil)
+	if !errors.Is(cause, errGaveUp) {
+		return nil
+	}
+	return fmt.Errorf("could not connect to etcd at %v within --initial-timeout=%v (last error: %v)",
+		cfg.Endpoints, d.cfg.initTimeout, last)
+}
