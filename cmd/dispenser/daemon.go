@@ -37,9 +37,11 @@ type daemon struct {
 	ready      atomic.Bool           // the first full sync is on disk
 	writeErr   atomic.Pointer[error] // the last write's error; nil after a success
 	child      *supervisor.Child
-	rejected   map[string]bool // keys rejected by the last write, counted already
-	failures   int             // consecutive failed writes, for the retry backoff
-	appliedRev int64           // etcd revision of the files on disk
+	childStart time.Time        // when the child was started
+	reload     <-chan time.Time // a reload held back by startGrace; nil when none
+	rejected   map[string]bool  // keys rejected by the last write, counted already
+	failures   int              // consecutive failed writes, for the retry backoff
+	wantRev    int64            // etcd revision of the newest batch taken
 }
 
 // run drives the daemon until the child exits or a stop is asked for.
@@ -79,7 +81,7 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 		if err != nil {
 			return fmt.Errorf("start %s: %w", d.cfg.argv[0], err)
 		}
-		d.child = child
+		d.child, d.childStart = child, time.Now()
 		d.metrics.ChildStarted()
 	}
 	sig = d.loop(ctx, batches, sigs) // (4)
@@ -113,6 +115,9 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 			continue // only a complete snapshot can be the first write
 		}
 		if _, err := d.flush(&p); err != nil {
+			if d.cfg.once {
+				return nil, fmt.Errorf("--once: write %s: %w", d.cfg.target, err)
+			}
 			retry = time.After(d.backoff())
 			continue
 		}
@@ -157,6 +162,9 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 		case <-retry:
 			retry = nil
 			d.flushAndSignal(&p, &retry)
+		case <-d.reload:
+			d.reload = nil
+			d.signal()
 		case s := <-sigs:
 			if isStop(s) {
 				return s
@@ -183,6 +191,24 @@ func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 	if !changed || d.child == nil || d.cfg.signal == 0 {
 		return
 	}
+	if early := startGrace - time.Since(d.childStart); early > 0 {
+		if d.reload == nil {
+			d.log.Info("files changed while the child is starting; holding its reload signal", "for", early.Round(time.Millisecond))
+			d.reload = time.After(early)
+		}
+		return
+	}
+	d.signal()
+}
+
+// startGrace is how long after starting the child reload signals are held
+// back (and merged into one): a child that has not installed its handler
+// yet would be killed by a SIGHUP. What it reads at start-up is the newest
+// state anyway; the held signal makes sure it sees later changes too.
+const startGrace = 2 * time.Second
+
+// signal sends the reload signal to the child.
+func (d *daemon) signal() {
 	if err := d.child.Signal(d.cfg.signal); err != nil {
 		d.log.Warn("files changed but the child could not be signalled", "signal", d.cfg.signal, "err", err)
 		return
@@ -202,7 +228,6 @@ func (d *daemon) flush(p *pending) (bool, error) {
 	} else {
 		res, err = d.writer.Apply(p.list())
 	}
-	rev := p.rev
 	*p = pending{}
 	d.countRejections(res.Rejected)
 	if err != nil {
@@ -210,17 +235,14 @@ func (d *daemon) flush(p *pending) (bool, error) {
 		d.writeErr.Store(&err)
 		d.metrics.WriteFailed()
 		d.log.Error("write failed; the previous files stay in place and the write is retried",
-			"dir", d.cfg.target, "rev", rev, "err", err)
+			"dir", d.cfg.target, "rev", d.wantRev, "err", err)
 		return false, err
 	}
 	d.failures = 0
 	d.writeErr.Store(nil)
-	if rev > 0 {
-		d.appliedRev = rev
-	}
-	d.metrics.Applied(d.appliedRev, res.Written, res.Removed, time.Since(began))
+	d.metrics.Applied(d.wantRev, res.Written, res.Removed, time.Since(began))
 	if res.Changed {
-		d.log.Info("files updated", "rev", rev, "written", res.Written, "removed", res.Removed)
+		d.log.Info("files updated", "rev", d.wantRev, "written", res.Written, "removed", res.Removed)
 	}
 	return res.Changed, nil
 }
@@ -318,6 +340,7 @@ func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-
 }
 
 func (d *daemon) add(p *pending, b watch.Batch) {
+	d.wantRev = b.Rev
 	cause := ""
 	if b.Reset {
 		cause = watch.CauseKind(b.Cause)

@@ -104,6 +104,7 @@ func TestExitStatusMirrored(t *testing.T) {
 		{"exit=0", 0},
 		{"exit=3", 3},
 		{"kill-self", 128 + int(syscall.SIGKILL)},
+		{"term-self", 128 + int(syscall.SIGTERM)},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			dir := t.TempDir()
@@ -122,7 +123,7 @@ func TestSignalsForwarded(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, s, append([]string{"-p", "/x/", "-t", dir}, childArgs(dir, "serve")...)...)
 	r.out.next(t, "ready")
-	for _, name := range []string{"HUP", "USR1", "USR2", "WINCH", "QUIT", "ALRM"} {
+	for _, name := range []string{"HUP", "USR1", "USR2", "WINCH", "QUIT", "ALRM", "CONT"} {
 		sig, _ := parseSig(name)
 		if err := syscall.Kill(os.Getpid(), sig); err != nil {
 			t.Fatal(err)
@@ -272,6 +273,10 @@ func TestWaitCoalesces(t *testing.T) {
 	if want := "HUP k0=v,k1=v,k2=v,k3=v,k4=v"; line != want {
 		t.Fatalf("first signal saw %q, want all five keys at once: %q", line, want)
 	}
+	put(t, s, "/w/marker", "m")
+	if line, skipped := r.out.next(t, "HUP"); !strings.Contains(line, "marker=m") || len(skipped) != 0 {
+		t.Fatalf("next signal %q (skipped %q): want only the marker's", line, skipped)
+	}
 }
 
 // TestEnvErrors: a bad etcd environment is one line naming the variable,
@@ -321,5 +326,69 @@ func TestInitialTimeout(t *testing.T) {
 				t.Fatalf("exit %d, last line %q: want 1 and a line naming --initial-timeout", code, last)
 			}
 		})
+	}
+}
+
+// TestSecondStopSignalKills: a second SIGTERM does not wait out
+// --kill-timeout: the child (which ignores SIGTERM) is killed at once.
+func TestSecondStopSignalKills(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, append([]string{"-p", "/x/", "-t", dir, "--kill-timeout=10m"}, childArgs(dir, "ignore-term")...)...)
+	r.out.next(t, "ready")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	r.out.next(t, "INT") // forwarded as the stop signal; this child ignores it
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := report(&bytes.Buffer{}, r.wait(t)), 128+int(syscall.SIGKILL); got != want {
+		t.Fatalf("exit status = %d, want %d (killed after the second stop signal)", got, want)
+	}
+}
+
+// TestSidecar: without a child, dispenser keeps the directory in sync and
+// stops cleanly.
+func TestSidecar(t *testing.T) {
+	s := etcdtest.Start(t)
+	dir := t.TempDir()
+	r := start(t, s, "-p", "/side", "-t", dir)
+	r.errs.containing(t, "target in sync")
+	put(t, s, "/side/a", "1")
+	r.errs.containing(t, "files updated")
+	if got := contents(dir); got != "a=1" {
+		t.Fatalf("files = %q, want a=1", got)
+	}
+	r.stop()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("sidecar stop: %v", err)
+	}
+}
+
+// TestPlainLayoutJSONLogMode runs the other layout, JSON logs and a mode
+// through the command line.
+func TestPlainLayoutJSONLogMode(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/pl/a", "1", "/pl/d/b", "2")
+	dir := t.TempDir()
+	r := start(t, s, "-p", "/pl", "-t", dir, "--layout=plain", "--log-format=json", "-m", "0640", "-o", "65534", "-g", "65534", "--once")
+	if err := r.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, name := range []string{"a", "d/b"} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o640 || st.Uid != 65534 || st.Gid != 65534 {
+			t.Fatalf("%s: mode %v uid %d gid %d; want a regular file 0640 owned by 65534:65534", name, fi.Mode(), st.Uid, st.Gid)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(r.errs.String()), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			t.Fatalf("log line %q is not JSON", line)
+		}
 	}
 }

@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 // It prints "ready <files>" with the distinct contents of the files in dir,
 // then one line per signal: "<SIG> <files>". Its args: dir, then a mode:
 // "serve" (exit 0 on TERM/INT), "ignore-term" (exit only when killed),
-// "exit=N" (exit with N right after ready), "kill-self" (die by SIGKILL).
+// "exit=N" (exit with N right after ready), "kill-self" and "term-self"
+// (die by SIGKILL or SIGTERM).
 func childMain(args []string) int {
 	dir, mode := args[0], args[1]
 	sigs := make(chan os.Signal, 16)
@@ -49,6 +50,9 @@ func childMain(args []string) int {
 		return n
 	case mode == "kill-self":
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	case mode == "term-self":
+		signal.Reset(syscall.SIGTERM)
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	}
 	for s := range sigs {
 		name := strings.ToUpper(signalName(s.(syscall.Signal)))

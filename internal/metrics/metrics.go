@@ -35,6 +35,7 @@ type Metrics struct {
 	writeErrors   prometheus.Counter
 	rejected      *prometheus.CounterVec
 	resyncs       *prometheus.CounterVec
+	restarts      prometheus.Counter
 	signals       prometheus.Counter
 	childUp       prometheus.Gauge
 	childExit     prometheus.Gauge
@@ -59,6 +60,7 @@ func New() *Metrics {
 			Namespace: "dispenser", Name: "resyncs_total",
 			Help: "Full re-reads of the prefix, by cause (initial, compacted, watch-error, no-leader, progress-timeout, ...).",
 		}, []string{"cause"}),
+		restarts:  counter("watch_restarts_total", "Watches torn down and set up again after a full resync (every resync but the initial one)."),
 		signals:   counter("signals_sent_total", "Reload signals sent to the child."),
 		childUp:   gauge("child_up", "1 while the child process runs."),
 		childExit: gauge("child_exit_code", "Exit status of the child once it exited (128+n if killed by signal n); -1 before."),
@@ -70,7 +72,7 @@ func New() *Metrics {
 	}
 	m.childExit.Set(-1)
 	m.reg.MustRegister(m.appliedRev, m.etcdRev, m.written, m.removed, m.writeErrors, m.rejected,
-		m.resyncs, m.signals, m.childUp, m.childExit, m.applyDuration,
+		m.resyncs, m.restarts, m.signals, m.childUp, m.childExit, m.applyDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "dispenser", Name: "seconds_since_last_apply",
@@ -108,6 +110,9 @@ func (m *Metrics) Received(rev int64, cause string) {
 	m.etcdRev.Set(float64(rev))
 	if cause != "" {
 		m.resyncs.WithLabelValues(cause).Inc()
+	}
+	if cause != "" && cause != "initial" {
+		m.restarts.Inc()
 	}
 }
 
