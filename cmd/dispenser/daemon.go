@@ -333,11 +333,17 @@ func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-
 		}
 		select {
 		case b = <-batches:
+		case <-time.After(catchUpWait): // a full chunk that was the last one
+			return
 		case <-ctx.Done():
 			return
 		}
 	}
 }
+
+// catchUpWait bounds the wait for the next chunk of a catch-up; etcd sends
+// one every 100 ms while a watcher is behind.
+const catchUpWait = time.Second
 
 func (d *daemon) add(p *pending, b watch.Batch) {
 	d.wantRev = b.Rev

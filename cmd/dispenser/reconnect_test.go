@@ -22,8 +22,8 @@ func TestCompactionWhileDisconnected(t *testing.T) {
 }
 
 // testChangesWhileDisconnected: without compaction the watch resumes and
-// etcd sends the missed revisions in one response; that catch-up too must
-// be one write and one signal.
+// etcd sends the missed revisions, in chunks of 1000; that catch-up too
+// must be one write and one signal.
 func testChangesWhileDisconnected(t *testing.T, compact bool) {
 	s := etcdtest.Start(t)
 	put(t, s, "/c/a", "1", "/c/b", "1", "/c/gone", "1")
@@ -45,6 +45,12 @@ func testChangesWhileDisconnected(t *testing.T, compact bool) {
 	if _, err := elsewhere.Delete(ctx, "/c/gone"); err != nil {
 		t.Fatal(err)
 	}
+	// More revisions than etcd sends in one catch-up response (1000).
+	for i := range 1500 {
+		if _, err := elsewhere.Put(ctx, "/c/many", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	resp, err := elsewhere.Put(ctx, "/c/new", "1")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +66,7 @@ func testChangesWhileDisconnected(t *testing.T, compact bool) {
 
 	line, _ := r.out.next(t, "HUP")
 	t.Logf("back on port %d: files and signal after %v", port, time.Since(began))
-	if want := "HUP a=2,b=1,new=1"; line != want {
+	if want := "HUP a=2,b=1,many=1499,new=1"; line != want {
 		t.Fatalf("after reconnect the child saw %q, want %q", line, want)
 	}
 	c := s.Client(t)
@@ -68,7 +74,7 @@ func testChangesWhileDisconnected(t *testing.T, compact bool) {
 		t.Fatal(err)
 	}
 	line, skipped := r.out.next(t, "HUP")
-	if line != "HUP a=2,b=1,marker=m,new=1" || len(skipped) != 0 {
+	if line != "HUP a=2,b=1,many=1499,marker=m,new=1" || len(skipped) != 0 {
 		t.Fatalf("next signal %q (skipped %q): want exactly one signal for the reconnect", line, skipped)
 	}
 }

@@ -106,8 +106,11 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 		return ""
 	}
 	bs := f.batches(resp.Events)
+	// etcd sends a catch-up in chunks of serverChunkRevs revisions, so a
+	// full chunk is very likely followed by another one.
+	fullChunk := len(bs) >= serverChunkRevs
 	for i, b := range bs {
-		b.More = i < len(bs)-1
+		b.More = i < len(bs)-1 || fullChunk
 		if !f.w.send(ctx, f.out, b) {
 			return ""
 		}
@@ -160,6 +163,11 @@ func (f *follower) checkProgress(wctx context.Context) string {
 	}
 	return ""
 }
+
+// serverChunkRevs is how many revisions etcd puts at most into one watch
+// response to a watcher that is catching up (watchBatchMaxRevs in
+// go.etcd.io/etcd/server/v3/storage/mvcc, unchanged since etcd 3.0).
+const serverChunkRevs = 1000
 
 // batches groups events into one batch per revision, in order. A watch
 // response never splits a revision (etcd only does that with WithFragment,

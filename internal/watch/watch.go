@@ -57,11 +57,14 @@ type Batch struct {
 	// "progress-timeout: ...". CauseKind extracts the kind. Empty for
 	// revision batches.
 	Cause string
-	// More is true when etcd delivered this batch together with the next
-	// one, in one watch response: a catch-up after a reconnect brings many
-	// revisions at once. A consumer that wants one write (and one reload)
-	// per catch-up keeps receiving while More is set; the next batch is
-	// sent right away.
+	// More is true when another batch is known or very likely to follow at
+	// once: etcd delivered this batch together with the next one in one
+	// watch response (a catch-up after a reconnect brings many revisions
+	// at once), or this batch ends a response that filled etcd's catch-up
+	// chunk (1000 revisions), after which etcd sends the next chunk within
+	// about 100 ms. A consumer that wants one write (and one reload) per
+	// catch-up keeps receiving while More is set, with a short timeout for
+	// the second case.
 	More bool
 }
 
