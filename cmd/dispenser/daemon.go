@@ -132,10 +132,10 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 // or nil when the child exited by itself.
 func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) os.Signal {
 	var (
-		p            pending
-		quiet, maxed <-chan time.Time // --wait timers; nil when not running
-		retry        <-chan time.Time
-		childExited  <-chan struct{}
+		p           pending
+		wait        = quiescence{min: d.cfg.waitMin, max: d.cfg.waitMax}
+		retry       <-chan time.Time
+		childExited <-chan struct{}
 	)
 	if d.child != nil {
 		childExited = d.child.Done()
@@ -149,15 +149,12 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 				d.flushAndSignal(&p, &retry)
 				continue
 			}
-			quiet = time.After(d.cfg.waitMin)
-			if maxed == nil {
-				maxed = time.After(d.cfg.waitMax)
-			}
-		case <-quiet:
-			quiet, maxed = nil, nil
+			wait.batch()
+		case <-wait.quiet:
+			wait.done()
 			d.flushAndSignal(&p, &retry)
-		case <-maxed:
-			quiet, maxed = nil, nil
+		case <-wait.maxed:
+			wait.done()
 			d.flushAndSignal(&p, &retry)
 		case <-retry:
 			retry = nil

@@ -30,7 +30,8 @@ func TestFault4Cluster(t *testing.T) {
 	if ln, _ := d.out.next(t, "ready"); ln.text != "ready a=0" {
 		t.Fatalf("child started with %q", ln.text)
 	}
-	want := map[string]string{"a": "0"}
+	warmUp(t, d, c.Client(t), "/q/w", "1", "a=0,w=1")
+	want := map[string]string{"a": "0", "w": "1"}
 
 	// (a) leader killed.
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)

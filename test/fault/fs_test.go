@@ -43,7 +43,8 @@ func TestFault6TargetFilesystem(t *testing.T) {
 	if ln, _ := d.out.next(t, "ready"); ln.text != "ready a=1,b=2" {
 		t.Fatalf("child started with %q", ln.text)
 	}
-	want := map[string]string{"a": "1", "b": "2"}
+	warmUp(t, d, cli, "/t/w", "1", "a=1,b=2,w=1")
+	want := map[string]string{"a": "1", "b": "2", "w": "1"}
 
 	// (1) Full.
 	fill(t, filepath.Join(mnt, "filler"))

@@ -197,6 +197,16 @@ func awaitSignal(t *testing.T, d *dispenser, want string) line {
 	return ln
 }
 
+// warmUp puts key=value and waits for the signal showing want. dispenser
+// holds reload signals back for a grace period after it starts the child;
+// a test that measures a fault's timings warms up first, so that the hold
+// does not count as the fault's.
+func warmUp(t *testing.T, d *dispenser, cli *clientv3.Client, key, value, want string) {
+	t.Helper()
+	put(t, cli, key, value)
+	awaitSignal(t, d, want)
+}
+
 // checkMarker puts key=value and checks that the child's very next signal
 // shows want (the state with the marker): proof that the catch-up before
 // sent exactly one signal.

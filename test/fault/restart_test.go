@@ -57,6 +57,7 @@ func TestFaultRestart(t *testing.T) {
 			if ln, _ := d.out.next(t, "ready"); ln.text != "ready a=1,b=1,dir/x=1,gone=1" {
 				t.Fatalf("child started with %q", ln.text)
 			}
+			warmUp(t, d, cli, "/f/w", "1", "a=1,b=1,dir/x=1,gone=1,w=1")
 			if tc.health {
 				waitHTTP(t, health, "/readyz", http.StatusOK)
 				waitHTTP(t, health, "/healthz", http.StatusOK)
@@ -81,7 +82,7 @@ func TestFaultRestart(t *testing.T) {
 			m.StartOnPort(port)
 			back := time.Now()
 
-			want := map[string]string{"a": "2", "b": "1", "new": "1", "sub/y": "1"}
+			want := map[string]string{"a": "2", "b": "1", "new": "1", "sub/y": "1", "w": "1"}
 			if tc.behind > 0 {
 				want["many"] = fmt.Sprint(tc.behind - 1)
 			}

@@ -57,6 +57,8 @@ func TestFault8Scale(t *testing.T) {
 	t.Logf("fault 8 (10k keys): dispenser start→target in sync %v, →child ready with all files %v",
 		synced.at.Sub(d.started), ln.at.Sub(d.started))
 	checkFiles(t, dir, want)
+	want["w"] = "1"
+	warmUp(t, d, cli, "/s/w", "1", digestOf(want))
 
 	// A value at the size limit: one byte over is refused by etcd, just
 	// under is written.
