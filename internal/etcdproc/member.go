@@ -81,6 +81,8 @@ func (m *Member) Kill() {
 func (m *Member) Stop() {
 	m.c.t.Helper()
 	m.mustRun("Stop")
+	began := time.Now()
+	defer func() { m.c.t.Logf("etcdproc: %s stopped in %v", m.name, time.Since(began)) }()
 	if !m.signalAndWait(syscall.SIGTERM) {
 		m.c.t.Fatalf("etcdproc: %s did not exit within %v of SIGTERM; killed it", m.name, Timeout)
 	}
