@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 )
 
 var (
@@ -84,4 +87,31 @@ func (d *daemon) interrupted(connCtx context.Context, cancel context.CancelCause
 	}
 	return fmt.Errorf("could not connect to etcd at %v within --initial-timeout=%v (last error: %v)",
 		cfg.Endpoints, d.cfg.initTimeout, last)
+}
+
+// followConn logs when the client loses its connection to etcd and when it
+// gets it back. The client reconnects (and the watch resumes) by itself,
+// so without this an outage would be silent until the watch probe noticed.
+func (d *daemon) followConn(ctx context.Context, conn *grpc.ClientConn, endpoints []string) {
+	state, lost := conn.GetState(), false
+	for conn.WaitForStateChange(ctx, state) {
+		state = conn.GetState()
+		switch {
+		case state == connectivity.TransientFailure && !lost:
+			lost = true
+			d.log.Warn("lost the connection to etcd; retrying, the files stay as they are", "endpoints", endpoints)
+		case state == connectivity.Ready && lost:
+			lost = false
+			d.log.Info("connected to etcd again", "endpoints", endpoints)
+		}
+	}
+}
+
+// connHealth is nil while the client has a usable connection to etcd.
+func connHealth(conn *grpc.ClientConn) error {
+	switch st := conn.GetState(); st {
+	case connectivity.TransientFailure, connectivity.Connecting, connectivity.Shutdown:
+		return fmt.Errorf("not connected to etcd (connection %s)", strings.ToLower(st.String()))
+	}
+	return nil
 }

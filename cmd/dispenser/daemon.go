@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/watch"
@@ -27,6 +29,7 @@ type daemon struct {
 	log     *slog.Logger
 	writer  *writer.Writer
 	watcher *watch.Watcher
+	client  *clientv3.Client
 	metrics *metrics.Metrics
 	giveUp  <-chan time.Time // fires at --initial-timeout; nil when off
 	stdout  io.Writer
@@ -53,12 +56,16 @@ type daemon struct {
 func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	batches := make(chan watch.Batch)
-	watchDone := make(chan struct{})
+	watchDone, connDone := make(chan struct{}), make(chan struct{})
 	go func() { // (1)
 		defer close(watchDone)
 		d.watcher.Run(watchCtx, batches)
 	}()
-	stop := func() { stopWatch(); <-watchDone }
+	go func() {
+		defer close(connDone)
+		d.followConn(watchCtx, d.client.ActiveConnection(), d.client.Endpoints())
+	}()
+	stop := func() { stopWatch(); <-watchDone; <-connDone }
 	defer stop()
 
 	sig, err := d.firstSync(ctx, batches, sigs) // (2)
@@ -381,6 +388,9 @@ func (d *daemon) health() error {
 		}
 		return fmt.Errorf("connecting to etcd (last error: %s)", last)
 	}
+	if err := connHealth(d.client.ActiveConnection()); err != nil {
+		return err
+	}
 	st := d.watcher.Status()
 	if !st.Connected {
 		return fmt.Errorf("not watching etcd (last error: %s)", orNone(st.LastError))
@@ -396,8 +406,15 @@ func (d *daemon) health() error {
 }
 
 func (d *daemon) initialTimeout() error {
-	return fmt.Errorf("no complete read of %s from etcd within --initial-timeout=%v (last error: %s); check ETCD_ENDPOINTS and that etcd is up",
-		d.cfg.prefix, d.cfg.initTimeout, orNone(d.watcher.Status().LastError))
+	last := d.watcher.Status().LastError
+	if err := connHealth(d.client.ActiveConnection()); err != nil && last == "" {
+		last = err.Error()
+	}
+	if err := d.writeErr.Load(); err != nil {
+		last = (*err).Error()
+	}
+	return fmt.Errorf("no complete sync of %s to %s within --initial-timeout=%v (last error: %s); check ETCD_ENDPOINTS, that etcd is up and that the target is writable",
+		d.cfg.prefix, d.cfg.target, d.cfg.initTimeout, orNone(last))
 }
 
 func orNone(s string) string {

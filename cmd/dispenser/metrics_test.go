@@ -22,7 +22,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	put(t, s, "/m/a", "1")
 	addr := fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t))
 	dir := t.TempDir()
-	r := start(t, s, append([]string{"-p", "/m", "-t", dir, "-s", "HUP", "--listen-http", addr, "--watch-probe", "300ms"},
+	r := start(t, s, append([]string{"-p", "/m", "-t", dir, "-s", "HUP", "--listen-http", addr},
 		childArgs(dir, "serve")...)...)
 	r.out.next(t, "ready")
 	base := "http://" + addr
@@ -49,8 +49,10 @@ func TestHealthAndMetrics(t *testing.T) {
 	began := time.Now()
 	reason := waitHTTP(t, base+"/healthz", 503)
 	t.Logf("/healthz 503 %v after etcd stopped: %s", time.Since(began), reason)
+	r.errs.containing(t, "lost the connection to etcd")
 	s.Restart()
 	waitHTTP(t, base+"/healthz", 200)
+	r.errs.containing(t, "connected to etcd again")
 }
 
 // waitMetrics polls /metrics until every wanted line is there: the child

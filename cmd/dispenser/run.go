@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ProgressInterval: cfg.watchProbe,
 		Logger:           log,
 	})
+	d.client = client
 	d.connected.Store(true)
 	return d.run(ctx, sigs)
 }
