@@ -153,7 +153,7 @@ func TestStopKillsGroup(t *testing.T) {
 		state, _, ok := procStat(gpid)
 		return !ok || state == 'Z'
 	})
-	if !strings.Contains(c.logs.String(), "killing its process group") {
+	if !strings.Contains(c.logs.String(), "killing the child's process group") {
 		t.Errorf("supervisor log lacks the kill warning:\n%s", c.logs)
 	}
 }
