@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -143,8 +142,7 @@ type Options struct {
 	// Health returns nil when dispenser is healthy, or why it is not.
 	Health func() error
 	// Ready reports whether the first full sync is done.
-	Ready  func() bool
-	Logger *slog.Logger
+	Ready func() bool
 }
 
 // Listen binds opts.Addr, so that a bad address is a start-up error; the
