@@ -41,7 +41,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	fs.SetInterspersed(false)
 	fs.Usage = func() { fmt.Fprint(stderr, usage+fs.FlagUsages()) }
-	configPath := fs.StringP("config", "c", "", "config `file` (JSON or Jsonnet); default: etcha.jsonnet searched upward")
+	configPath := fs.StringP("config", "c", "", "config `file` (JSON or Jsonnet); default: etcha.jsonnet searched upward to your home directory, used only if owned by you or root and not writable by others")
 	overrides := fs.StringArrayP("set", "x", nil, "override a config `key=value` (nested keys joined with _), repeatable")
 	noExternal := fs.BoolP("no-external", "d", false, "disable Jsonnet natives that reach outside (getCmd, getFile, getRecord)")
 	level := fs.StringP("log-level", "l", "info", "minimum log `level`: none, debug, info, warn, error")
@@ -68,7 +68,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		}
 		return app.GenerateKeys(strings.Join(rest, ""))
 	}
-	app.Config, err = etcha.LoadConfig(ctx, etcha.LoadOptions{Path: *configPath, Env: env, Overrides: *overrides, NoExternal: *noExternal})
+	app.Config, err = etcha.LoadConfig(ctx, etcha.LoadOptions{Path: *configPath, Env: env, Overrides: *overrides, NoExternal: *noExternal, Logger: logger})
 	if err != nil {
 		return err
 	}

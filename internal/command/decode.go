@@ -3,7 +3,10 @@ package command
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 )
 
 // UnmarshalJSON decodes a Command list with the tolerance rules of spec
@@ -34,6 +37,10 @@ func flattenCommands(b []byte, out *Commands, depth int) error {
 	}
 	var elems []json.RawMessage
 	if err := json.Unmarshal(b, &elems); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("command list must be an array of commands, got %s", jsonValue(te.Value))
+		}
 		return fmt.Errorf("command list must be an array of commands: %w", err)
 	}
 	for _, e := range elems {
@@ -65,17 +72,37 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 	type plain Command // no methods: avoids recursion
 	aux := struct {
 		*plain
-		OnChange stringList `json:"onChange"`
-		OnFail   stringList `json:"onFail"`
-		OnRemove stringList `json:"onRemove"`
+		OnChange json.RawMessage `json:"onChange"`
+		OnFail   json.RawMessage `json:"onFail"`
+		OnRemove json.RawMessage `json:"onRemove"`
 	}{plain: (*plain)(c)}
-	if err := json.Unmarshal(b, &aux); err != nil {
+	err := json.Unmarshal(b, &aux)
+	if err == nil {
+		err = decodeTriggers(map[string]*[]string{"onChange": &c.OnChange, "onFail": &c.OnFail, "onRemove": &c.OnRemove},
+			map[string]json.RawMessage{"onChange": aux.OnChange, "onFail": aux.OnFail, "onRemove": aux.OnRemove})
+	}
+	if err != nil {
+		err = fieldError(err)
 		if c.ID != "" {
 			return fmt.Errorf("command %q: %w", c.ID, err)
 		}
 		return fmt.Errorf("command: %w", err)
 	}
-	c.OnChange, c.OnFail, c.OnRemove = aux.OnChange, aux.OnFail, aux.OnRemove
+	return nil
+}
+
+// decodeTriggers decodes each raw trigger list into dst[name], in a fixed
+// order so the reported error does not depend on map order.
+func decodeTriggers(dst map[string]*[]string, raw map[string]json.RawMessage) error {
+	for _, name := range []string{"onChange", "onFail", "onRemove"} {
+		var l stringList
+		if len(raw[name]) > 0 {
+			if err := l.UnmarshalJSON(raw[name]); err != nil {
+				return fmt.Errorf("%s must be a string or a list of strings", name)
+			}
+		}
+		*dst[name] = l
+	}
 	return nil
 }
 
@@ -109,6 +136,50 @@ func (s *stringList) UnmarshalJSON(b []byte) error {
 	}
 	*s = out
 	return nil
+}
+
+// fieldError rewords encoding/json's type mismatch, whose message names
+// Go internals ("Go struct field .plain.id of type string"), as
+// "id must be a string"; other errors are returned unchanged.
+func fieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || te.Field == "" {
+		return err
+	}
+	field := strings.TrimPrefix(strings.ReplaceAll(te.Field, "plain.", ""), ".")
+	return fmt.Errorf("%s must be %s, got %s", field, jsonKind(te.Type), jsonValue(te.Value))
+}
+
+// jsonKind names, with an article, the JSON type a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Map, reflect.Struct, reflect.Pointer:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean (true or false)"
+	}
+	return "a number"
+}
+
+// jsonValue names the JSON type encoding/json reports in
+// UnmarshalTypeError.Value ("number", "string", "array", "object", "bool",
+// or a number's text).
+func jsonValue(v string) string {
+	switch {
+	case v == "array" || v == "object":
+		return "an " + v
+	case v == "string":
+		return "a string"
+	case v == "bool":
+		return "a boolean"
+	case strings.HasPrefix(v, "number"):
+		return "a number"
+	}
+	return v
 }
 
 func isNull(b []byte) bool {

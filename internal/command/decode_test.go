@@ -82,8 +82,14 @@ func TestDecodeErrors(t *testing.T) {
 		{"string element", `["a"]`, "not a command object"},
 		{"number element", `[1]`, "not a command object"},
 		{"not a list", `{"id":"a"}`, "must be an array"},
-		{"bad onChange", `[{"id":"a","onChange":3}]`, `command "a"`},
-		{"bad onChange element", `[{"id":"a","onChange":[3]}]`, "trigger list"},
+		{"bad onChange", `[{"id":"a","onChange":3}]`, `command "a": onChange must be a string or a list of strings`},
+		{"bad onRemove element", `[{"id":"a","onRemove":[3]}]`, `command "a": onRemove must be a string or a list of strings`},
+		{"id not a string", `[{"id":5}]`, `command: id must be a string, got a number`},
+		{"check not a string", `[{"id":"x","check":["a"]}]`, `command "x": check must be a string, got an array`},
+		{"always not a boolean", `[{"id":"x","always":"yes"}]`, `command "x": always must be a boolean (true or false), got a string`},
+		{"exec not an object", `[{"id":"x","exec":"sh"}]`, `command "x": exec must be an object, got a string`},
+		{"exec field", `[{"id":"x","exec":{"sudo":1}}]`, `command "x": exec.sudo must be a boolean (true or false), got a number`},
+		{"commands not a list", `[{"id":"g","commands":"x"}]`, `command "g": command list must be an array of commands, got a string`},
 		{"deep nesting", strings.Repeat("[", 200) + strings.Repeat("]", 200), "nested deeper"},
 	}
 	for _, tt := range tests {
@@ -92,6 +98,9 @@ func TestDecodeErrors(t *testing.T) {
 			err := json.Unmarshal([]byte(tt.in), &cs)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Unmarshal error = %v, want containing %q", err, tt.want)
+			}
+			if msg := err.Error(); strings.Contains(msg, "Go ") || strings.Contains(msg, "plain") {
+				t.Fatalf("Unmarshal error %q shows Go internals", msg)
 			}
 		})
 	}

@@ -4,7 +4,9 @@
 // environment, the exec override chain, and etcha:<name> events.
 //
 // It does not render patterns, dispatch events to sources, run containers
-// (an exec with containerImage is an error), apply timeouts other than the
-// caller's context, or keep state between runs. Diff computes which commands
+// (Run refuses a list in which any command's exec asks for one, before
+// running anything), read the process environment (envInherit takes
+// Options.Environ), apply timeouts other than the caller's context, or keep
+// state between runs. Diff computes which commands
 // a new pattern drops; running them is the caller's job.
 package command

@@ -1,7 +1,6 @@
 package command
 
 import (
-	"os"
 	"strings"
 	"testing"
 )
@@ -132,33 +131,31 @@ func TestStdin(t *testing.T) {
 	}
 }
 
+// TestEnvInherit checks that envInherit takes Options.Environ, never the
+// process environment, which is set here to something else.
 func TestEnvInherit(t *testing.T) {
-	t.Setenv("COMMAND_TEST_INHERITED", "visible")
+	t.Setenv("COMMAND_TEST_INHERITED", "from-process")
+	environ := []string{"COMMAND_TEST_INHERITED=from-options", "PATH=/opt/x:/bin", "NOEQUALS"}
 	tests := []struct {
-		name, exec, want string
+		name, exec string
+		environ    []string
+		want       string
 	}{
-		{"off by default", `{}`, "unset /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		{"on", `{"envInherit":true}`, "visible " + getenvPath(t)},
-		{"exec env sets PATH", `{"env":{"PATH":"/bin"}}`, "unset /bin"},
+		{"off by default", `{}`, environ, "unset " + defaultPath},
+		{"on", `{"envInherit":true}`, environ, "from-options /opt/x:/bin"},
+		{"on with nil Environ", `{"envInherit":true}`, nil, "unset " + defaultPath},
+		{"exec env wins", `{"envInherit":true,"env":{"COMMAND_TEST_INHERITED":"from-exec"}}`, environ, "from-exec /opt/x:/bin"},
+		{"exec env sets PATH", `{"env":{"PATH":"/bin"}}`, environ, "unset /bin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			js := `[{"id":"a","always":true,"exec":` + tt.exec + `,"change":"echo ${COMMAND_TEST_INHERITED-unset} $PATH"}]`
-			res := h.run(parse(t, js), Options{})
+			res := h.run(parse(t, js), Options{Environ: tt.environ})
 			checkErr(t, res.Err, "")
 			if got := outputOf(t, res, "a", ModeChange); got != tt.want {
 				t.Fatalf("output = %q, want %q", got, tt.want)
 			}
 		})
 	}
-}
-
-func getenvPath(tb testing.TB) string {
-	tb.Helper()
-	p, ok := os.LookupEnv("PATH")
-	if !ok {
-		tb.Skip("PATH not set in the test environment")
-	}
-	return p
 }

@@ -11,6 +11,15 @@ import (
 // (spec §2.9). The script is appended to it as one final argument.
 const DefaultCommand = "/usr/bin/bash -e -o pipefail -c"
 
+// Layer is one named layer of an exec override chain.
+type Layer struct {
+	// Name says where the layer is configured, for messages: "exec",
+	// "sources.<name>.exec", "runExec", "buildExec", ...
+	Name string
+	// Exec is the layer; nil means absent.
+	Exec *Exec
+}
+
 // MergeExec computes the effective exec of an override chain, outermost
 // layer first: main exec, source exec, pattern runExec/buildExec, ... (spec
 // §2.9). layers[0] is the main exec; it is merged onto the main defaults
@@ -18,29 +27,59 @@ const DefaultCommand = "/usr/bin/bash -e -o pipefail -c"
 // skipped. Each later layer is merged only if the effective exec so far
 // allows overrides; after merging, the layer's own allowOverride (absent =
 // false) decides for the next one. The first refused layer stops the chain
-// and yields a warning naming its index in layers.
+// and yields a warning naming it and the layer that refused it.
+//
+// A refused layer that asks for a container (containerImage) is an error,
+// not a warning: running its scripts on the host instead would be a
+// surprise. An applied containerImage is returned in the Exec; Run refuses
+// it, since container execs are not supported yet.
 //
 // Merging: every non-zero scalar field of the layer replaces the current
 // value; env maps are merged key-wise with the layer winning. The returned
 // Exec always has a non-nil AllowOverride and shares no maps or slices with
 // the layers.
-func MergeExec(layers ...*Exec) (Exec, []string) {
+func MergeExec(layers ...Layer) (Exec, []string, error) {
 	eff := Exec{AllowOverride: boolPtr(true), Command: DefaultCommand}
 	if len(layers) == 0 {
-		return eff, nil
+		return eff, nil, nil
 	}
-	mergeExec(&eff, layers[0])
+	mergeExec(&eff, layers[0].Exec)
+	last := layerName(layers[0], "exec")
 	var warnings []string
 	for i, l := range layers[1:] {
-		next, ok := overrideExec(eff, l)
+		name := layerName(l, fmt.Sprintf("exec layer %d", i+1))
+		next, ok := overrideExec(eff, l.Exec)
 		if !ok {
+			if err := refusedContainer(name, last, l.Exec); err != nil {
+				return eff, warnings, err
+			}
 			warnings = append(warnings, fmt.Sprintf(
-				"exec layer %d ignored with all later layers: an outer exec does not allow overrides; set allowOverride: true on every outer exec", i+1))
+				"%s ignored with all later exec layers: %s does not allow overrides; set allowOverride: true on %s to use it", name, last, last))
 			break
+		}
+		if !execEmpty(l.Exec) {
+			last = name
 		}
 		eff = next
 	}
-	return eff, warnings
+	return eff, warnings, nil
+}
+
+func layerName(l Layer, def string) string {
+	if l.Name != "" {
+		return l.Name
+	}
+	return def
+}
+
+// refusedContainer returns an error if the refused layer l (named name,
+// refused by the layer named by) asks for a container.
+func refusedContainer(name, by string, l *Exec) error {
+	if l == nil || l.ContainerImage == "" {
+		return nil
+	}
+	return fmt.Errorf("%s asks for container image %q but %s does not allow overrides, and container execs are not supported yet; remove containerImage from %s",
+		name, l.ContainerImage, by, name)
 }
 
 // overrideExec applies one non-main layer to eff. It returns false, and eff
@@ -119,13 +158,13 @@ func execEmpty(l *Exec) bool {
 func argv(e Exec, script string, euid int) ([]string, error) {
 	var args []string
 	if e.Command == "" {
-		words, err := splitWords(script)
+		words, err := SplitWords(script)
 		if err != nil {
 			return nil, fmt.Errorf("split script (exec.command is empty): %w", err)
 		}
 		args = words
 	} else {
-		words, err := splitWords(e.Command)
+		words, err := SplitWords(e.Command)
 		if err != nil {
 			return nil, fmt.Errorf("split exec.command %q: %w", e.Command, err)
 		}
@@ -140,11 +179,12 @@ func argv(e Exec, script string, euid int) ([]string, error) {
 	return args, nil
 }
 
-// splitWords splits s into words like a POSIX shell does, without any
+// SplitWords splits s (an exec.command, or a script run without an
+// interpreter) into argv words like a POSIX shell does, without any
 // expansion: blanks separate words, single quotes keep everything literal,
 // double quotes keep everything but \\, \", \$, \` and \<newline> literal,
 // and a backslash outside quotes escapes the next character.
-func splitWords(s string) ([]string, error) {
+func SplitWords(s string) ([]string, error) {
 	var words []string
 	var cur strings.Builder
 	inWord := false

@@ -53,11 +53,14 @@ func TestMergeExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			layers := make([]*Exec, len(tt.layers))
+			layers := make([]Layer, len(tt.layers))
 			for i, js := range tt.layers {
-				layers[i] = execJSON(t, js)
+				layers[i] = Layer{Exec: execJSON(t, js)}
 			}
-			got, warns := MergeExec(layers...)
+			got, warns, err := MergeExec(layers...)
+			if err != nil {
+				t.Fatal(err)
+			}
 			gotJS, _ := json.Marshal(got)
 			if string(gotJS) != tt.want {
 				t.Fatalf("MergeExec = %s, want %s", gotJS, tt.want)
@@ -69,10 +72,59 @@ func TestMergeExec(t *testing.T) {
 	}
 }
 
+// TestMergeExecNamesLayers checks that warnings name the ignored layer and
+// the one that refused it, and that an ignored layer asking for a container
+// is an error rather than a warning.
+func TestMergeExecNamesLayers(t *testing.T) {
+	tests := []struct {
+		name     string
+		layers   []Layer
+		wantWarn string
+		wantErr  string
+	}{
+		{"source exec refused by exec", []Layer{
+			{"exec", &Exec{AllowOverride: boolPtr(false)}},
+			{"sources.web.exec", &Exec{User: "u"}},
+			{"runExec", &Exec{User: "p"}}},
+			"sources.web.exec ignored with all later exec layers: exec does not allow overrides; set allowOverride: true on exec", ""},
+		{"runExec refused by source exec", []Layer{
+			{"exec", &Exec{}},
+			{"sources.web.exec", &Exec{User: "u"}},
+			{"runExec", &Exec{User: "p"}}},
+			"runExec ignored with all later exec layers: sources.web.exec does not allow overrides", ""},
+		{"empty source exec passes on the main exec's word", []Layer{
+			{"exec", &Exec{AllowOverride: boolPtr(false)}},
+			{"sources.web.exec", nil},
+			{"buildExec", &Exec{User: "p"}}},
+			"buildExec ignored with all later exec layers: exec does not allow overrides", ""},
+		{"refused container layer", []Layer{
+			{"exec", &Exec{AllowOverride: boolPtr(false)}},
+			{"runExec", &Exec{ContainerImage: "alpine"}}},
+			"", `runExec asks for container image "alpine" but exec does not allow overrides, and container execs are not supported yet`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, warns, err := MergeExec(tt.layers...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("MergeExec error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(warns) != 1 || !strings.Contains(warns[0], tt.wantWarn) {
+				t.Fatalf("warnings = %q, want one containing %q", warns, tt.wantWarn)
+			}
+		})
+	}
+}
+
 func TestMergeExecDoesNotAlias(t *testing.T) {
 	main := &Exec{Env: map[string]string{"A": "1"}}
 	src := &Exec{Env: map[string]string{"B": "2"}}
-	eff, _ := MergeExec(main, src)
+	eff, _, _ := MergeExec(Layer{Exec: main}, Layer{Exec: src})
 	eff.Env["C"] = "3"
 	if len(main.Env) != 1 || len(src.Env) != 1 {
 		t.Fatalf("layers modified: %v %v", main.Env, src.Env)
@@ -99,15 +151,15 @@ func TestSplitWords(t *testing.T) {
 		{`a\`, nil, "trailing backslash"},
 	}
 	for _, tt := range tests {
-		got, err := splitWords(tt.in)
+		got, err := SplitWords(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("splitWords(%q) err = %v, want %q", tt.in, err, tt.wantErr)
+				t.Errorf("SplitWords(%q) err = %v, want %q", tt.in, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("splitWords(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			t.Errorf("SplitWords(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
 }
@@ -162,7 +214,7 @@ func TestExecOverride(t *testing.T) {
 		{"empty command runs the script directly", shExec(), `{"command":"","allowOverride":true}`, `echo 'a  b'`, "a  b", ""},
 		{"no command at all runs argv", Exec{AllowOverride: boolPtr(true)}, ``, `echo "$HOME"`, "$HOME", ""},
 		{"container not supported", shExec(), `{"containerImage":"alpine"}`, `true`, "",
-			`command "a": exec.containerImage is not supported yet`},
+			`command "a": containerImage "alpine": container execs are not supported yet`},
 		{"missing workDir fails", shExec(), `{"workDir":"` + dir + `/nope"}`, `true`, "", `command "a": change: exec.workDir "` + dir + `/nope" is not a directory`},
 	}
 	for _, tt := range tests {
@@ -279,5 +331,45 @@ func TestOutputCap(t *testing.T) {
 	}
 	if want := "\n[output truncated: 100 bytes dropped]"; !strings.HasSuffix(out, want) {
 		t.Fatalf("output ends %q, want suffix %q", out[len(out)-60:], want)
+	}
+}
+
+// TestRunRefusesContainerBeforeRunning checks that a container exec
+// anywhere in the list stops the run before any script runs, including a
+// command exec that the outer chain would ignore and commands outside the
+// ParentIDs filter.
+func TestRunRefusesContainerBeforeRunning(t *testing.T) {
+	first := `{"id":"first","always":true,"change":"echo first >> $TRACE"}`
+	tests := []struct {
+		name    string
+		outer   Exec
+		list    string
+		pids    []string
+		wantErr string
+	}{
+		{"later command asks for a container", shExec(),
+			`[` + first + `, {"id":"c","always":true,"change":"true","exec":{"containerImage":"alpine"}}]`, nil,
+			`command "c": containerImage "alpine": container execs are not supported yet`},
+		{"outer exec forbids overrides", Exec{AllowOverride: boolPtr(false), Command: "/bin/sh -c"},
+			`[` + first + `, {"id":"c","always":true,"change":"true","exec":{"containerImage":"alpine"}}]`, nil,
+			`command "c" exec asks for container image "alpine" but the outer exec chain does not allow overrides`},
+		{"outer exec asks for a container", Exec{AllowOverride: boolPtr(true), Command: "/bin/sh -c", ContainerImage: "debian"},
+			`[` + first + `]`, nil, `command "first": containerImage "debian"`},
+		{"container command outside the filter", shExec(),
+			`[` + first + `, {"id":"g","commands":[{"id":"c","always":true,"change":"true","exec":{"containerImage":"alpine"}}]}]`, []string{""},
+			`command "c": containerImage "alpine"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			res := h.runRaw(parse(t, tt.list), Options{Exec: tt.outer, ParentIDs: tt.pids})
+			checkErr(t, res.Err, tt.wantErr)
+			if got := h.lines(); got != "" {
+				t.Fatalf("trace = %q, want nothing run", got)
+			}
+			if len(res.Outputs) != 0 {
+				t.Fatalf("outputs = %+v, want none", res.Outputs)
+			}
+		})
 	}
 }

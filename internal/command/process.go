@@ -31,15 +31,18 @@ type script struct {
 	stdin string            // before expansion
 	exec  Exec              // effective exec
 	env   map[string]string // Etcha-added variables (context + accumulated)
+	// inherited is the environment ("k=v") taken when exec.envInherit.
+	inherited []string
 }
 
 // environ returns the script's full environment (spec §2.7, §2.9): the
-// inherited process env when exec.envInherit, then exec.env, then the
-// Etcha-added variables; later sources win.
+// inherited env (Options.Environ) when exec.envInherit, then exec.env, then
+// the Etcha-added variables; later sources win. PATH defaults to
+// defaultPath when none of them sets it.
 func (s script) environ() map[string]string {
 	env := make(map[string]string)
 	if s.exec.EnvInherit {
-		for _, kv := range os.Environ() {
+		for _, kv := range s.inherited {
 			if k, v, ok := strings.Cut(kv, "="); ok {
 				env[k] = v
 			}
@@ -51,7 +54,7 @@ func (s script) environ() map[string]string {
 	for k, v := range s.env {
 		env[k] = v
 	}
-	if _, ok := env["PATH"]; !ok && !s.exec.EnvInherit {
+	if _, ok := env["PATH"]; !ok {
 		env["PATH"] = defaultPath
 	}
 	return env

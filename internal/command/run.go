@@ -40,6 +40,10 @@ type Options struct {
 	// Env holds extra variables (ETCHA_EVENT_*, ETCHA_SOURCE_*, ...) given
 	// to every script and usable in ${VAR} expansion.
 	Env map[string]string
+	// Environ is the environment ("k=v") a script inherits when its exec
+	// sets envInherit: normally the process environment, which this
+	// package never reads itself. Nil means nothing is inherited.
+	Environ []string
 	// ParentIDs, if not empty, restricts the run to commands that descend
 	// from a group whose id is listed; "" selects top-level commands.
 	ParentIDs []string
@@ -80,8 +84,11 @@ type Result struct {
 
 // Run validates c and runs it in opts.Mode. The procedure:
 //
-//  1. Validate c and opts.Mode; on error nothing runs and Result.Err holds
-//     the error.
+//  1. Validate c and opts.Mode, and compute the effective exec of every
+//     command (whatever ParentIDs selects): one that asks for a container,
+//     or whose command exec asks for one but is refused by the outer
+//     chain, is refused, since container execs are not supported yet. On
+//     error nothing runs and Result.Err holds the error.
 //  2. Walk the list depth-first, in order (reverse order in remove modes).
 //     A group runs its scope at its position; it counts as changed,
 //     removed or failed if any descendant did, and then fires its own
@@ -108,6 +115,10 @@ func (c Commands) Run(ctx context.Context, opts Options) Result {
 		r.res.Err = err
 		return r.res
 	}
+	if err := r.checkExecs(c); err != nil {
+		r.res.Err = err
+		return r.res
+	}
 	r.runScope(ctx, c, nil)
 	return r.res
 }
@@ -116,6 +127,7 @@ type runner struct {
 	mode Mode
 	base Exec              // effective exec of the outer layers
 	ctx  map[string]string // opts.Env
+	inh  []string          // opts.Environ
 	vars map[string]string // accumulated command variables (spec §2.7)
 	pids []string
 	log  *slog.Logger
@@ -127,6 +139,7 @@ func newRunner(opts Options) *runner {
 		mode: opts.Mode,
 		base: opts.Exec,
 		ctx:  opts.Env,
+		inh:  opts.Environ,
 		vars: map[string]string{},
 		pids: opts.ParentIDs,
 		log:  opts.Logger,
@@ -139,11 +152,7 @@ func newRunner(opts Options) *runner {
 	}
 	r.log = r.log.With("component", "command")
 	if r.base.AllowOverride == nil {
-		var warnings []string
-		r.base, warnings = MergeExec(&opts.Exec)
-		for _, w := range warnings {
-			r.log.Warn(w)
-		}
+		r.base, _, _ = MergeExec(Layer{Name: "exec", Exec: &opts.Exec}) // one layer: no refusals
 	}
 	return r
 }

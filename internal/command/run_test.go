@@ -127,7 +127,7 @@ func TestChangeMode(t *testing.T) {
 			{"id":"a","always":true,"change":"@a; exit 4","onChange":["b"]},
 			{"id":"b","change":"@b"},
 			{"id":"c","always":true,"change":"@c"}]`,
-			wantTrace: "a", wantErr: `command "a": change exited with status 4: `},
+			wantTrace: "a", wantErr: `command "a": change exited with status 4 (no output)`},
 		{name: "onFail targets still run", js: `[
 			{"id":"a","always":true,"change":"echo boom; exit 1","onFail":["f1","etcha:failed"],"onChange":["c"]},
 			{"id":"b","always":true,"change":"@b"},
@@ -152,7 +152,7 @@ func TestChangeMode(t *testing.T) {
 				{"id":"rescue","change":"@rescue"}]},
 			{"id":"z","always":true,"change":"@z"},
 			{"id":"cleanup","change":"@cleanup"}]`,
-			wantTrace: "rescue,cleanup", wantChanged: "rescue,cleanup", wantErr: `command "x": change exited with status 1`},
+			wantTrace: "rescue,cleanup", wantChanged: "rescue,cleanup", wantErr: `command "x": change exited with status 1 (no output)`},
 		{name: "first error kept", js: `[
 			{"id":"a","always":true,"change":"exit 1","onFail":["b"]},
 			{"id":"b","change":"exit 2"}]`,
@@ -252,7 +252,7 @@ func TestLogs(t *testing.T) {
 		`msg="Changed b"`,
 		`msg="Triggered c via a"`,
 		`msg="Changed c"`,
-		`level=WARN msg="Ignoring command exec: an outer exec does not allow overrides`,
+		`level=WARN msg="Ignoring the command exec of c: the outer exec chain`,
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Fatalf("log lacks %q:\n%s", want, buf.String())

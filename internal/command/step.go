@@ -9,11 +9,7 @@ import (
 // runCommand runs one non-group command under the decision rules of spec
 // §2.5; by is the id that triggered it, "" if none.
 func (r *runner) runCommand(ctx context.Context, cmd *Command, parent, by string) outcome {
-	eff, err := r.commandExec(cmd)
-	if err != nil {
-		r.fail(cmd.ID, err)
-		return outcome{failed: true}
-	}
+	eff := r.commandExec(cmd)
 	trig := by != ""
 	hasCheck := cmd.Check != ""
 	ck := 0
@@ -80,7 +76,7 @@ func (r *runner) act(ctx context.Context, cmd *Command, eff Exec, parent string,
 		r.fail(cmd.ID, fmt.Errorf("command %q: %s: %w", cmd.ID, phase, err))
 		return outcome{failed: true, output: out}
 	case code != 0:
-		r.fail(cmd.ID, fmt.Errorf("command %q: %s exited with status %d: %s", cmd.ID, phase, code, abbrev(out)))
+		r.fail(cmd.ID, exitError(cmd.ID, phase, code, out))
 		return outcome{failed: true, output: out}
 	case phase == ModeRemove:
 		r.res.Removed = append(r.res.Removed, cmd.ID)
@@ -108,24 +104,47 @@ func (r *runner) exec(ctx context.Context, cmd *Command, eff Exec, parent string
 	env := make(map[string]string, len(r.ctx)+len(r.vars))
 	maps.Copy(env, r.ctx)
 	maps.Copy(env, r.vars)
-	s := script{text: text, stdin: cmd.Stdin, exec: eff, env: env}
+	s := script{text: text, stdin: cmd.Stdin, exec: eff, env: env, inherited: r.inh}
 	out, code, err := s.run(ctx)
 	r.res.Outputs = append(r.res.Outputs, Output{ID: cmd.ID, ParentID: parent, Phase: phase, Output: out, ExitCode: code})
 	r.log.Debug("Ran "+string(phase), "commandID", cmd.ID, "commandMode", r.mode, "exitCode", code)
 	return out, code, err
 }
 
-// commandExec applies the command's own exec layer (spec §2.9).
-func (r *runner) commandExec(cmd *Command) (Exec, error) {
+// commandExec applies the command's own exec layer (spec §2.9). Run has
+// already refused container execs (checkExecs).
+func (r *runner) commandExec(cmd *Command) Exec {
 	eff, ok := overrideExec(r.base, cmd.Exec)
 	if !ok {
-		r.log.Warn("Ignoring command exec: an outer exec does not allow overrides; set allowOverride: true on every outer exec",
+		r.log.Warn("Ignoring the command exec of "+cmd.ID+": the outer exec chain (exec, sources.<name>.exec, runExec/buildExec) does not allow overrides; set allowOverride: true on each of them",
 			"commandID", cmd.ID)
 	}
-	if eff.ContainerImage != "" {
-		return eff, fmt.Errorf("command %q: exec.containerImage is not supported yet; remove it from the exec settings", cmd.ID)
+	return eff
+}
+
+// checkExecs refuses, before anything runs, any command whose effective
+// exec asks for a container, or whose own exec asks for one but is
+// ignored because an outer exec forbids overrides.
+func (r *runner) checkExecs(cmds Commands) error {
+	for _, cmd := range cmds {
+		if cmd.IsGroup() {
+			if err := r.checkExecs(cmd.Commands); err != nil {
+				return err
+			}
+			continue
+		}
+		eff, ok := overrideExec(r.base, cmd.Exec)
+		if !ok {
+			if err := refusedContainer(fmt.Sprintf("command %q exec", cmd.ID), "the outer exec chain", cmd.Exec); err != nil {
+				return err
+			}
+		}
+		if eff.ContainerImage != "" {
+			return fmt.Errorf("command %q: containerImage %q: container execs are not supported yet; remove containerImage from the exec settings (exec, sources.<name>.exec, runExec/buildExec or the command's exec); nothing was run",
+				cmd.ID, eff.ContainerImage)
+		}
 	}
-	return eff, nil
+	return nil
 }
 
 // setVar sets P<suffix>, or the bare suffix when the command has no
@@ -139,6 +158,15 @@ func flag(b bool) string {
 		return "1"
 	}
 	return "0"
+}
+
+// exitError reports a script's non-zero exit, with its output when there
+// is any.
+func exitError(id string, phase Mode, code int, out string) error {
+	if out == "" {
+		return fmt.Errorf("command %q: %s exited with status %d (no output)", id, phase, code)
+	}
+	return fmt.Errorf("command %q: %s exited with status %d: %s", id, phase, code, abbrev(out))
 }
 
 // abbrev shortens script output for error messages.

@@ -21,7 +21,8 @@ type App struct {
 	// Config is the loaded configuration; nil means empty.
 	Config *Config
 	// Env is the process environment ("k=v"), used when an exec sets
-	// envInherit. Nil means empty.
+	// envInherit (by commands, getEnv and getCmd). Nil means empty: the
+	// real process environment is never read directly.
 	Env []string
 	// Stdout receives command output (JSON, summaries); nil discards it.
 	Stdout io.Writer
@@ -35,6 +36,22 @@ type App struct {
 	NoExternal bool
 	// SysInfo returns the sysinfo var; nil means pattern.SysInfo.
 	SysInfo func() map[string]any
+	// HTTPTimeout bounds each http(s) fetch of a JWT (jwt, render,
+	// compare), connection to end of body; 0 means DefaultHTTPTimeout.
+	HTTPTimeout time.Duration
+}
+
+// DefaultHTTPTimeout bounds a JWT fetch when App.HTTPTimeout is 0.
+const DefaultHTTPTimeout = 10 * time.Second
+
+// httpClient returns the client for JWT fetches: never one without a
+// timeout, so an unresponsive server cannot hang etcha.
+func (a *App) httpClient() *http.Client {
+	t := a.HTTPTimeout
+	if t <= 0 {
+		t = DefaultHTTPTimeout
+	}
+	return &http.Client{Timeout: t}
 }
 
 func (a *App) config() *Config {
@@ -79,14 +96,23 @@ func (a *App) maxJWTSize() int {
 	return token.DefaultMaxSize
 }
 
-// mergeExec returns the effective exec of main → source → pattern layers,
-// logging refused layers.
-func (a *App) mergeExec(src *SourceConfig, patternExec *command.Exec) command.Exec {
-	e, warnings := command.MergeExec(a.config().Exec, src.Exec, patternExec)
+// mergeExec returns the effective exec of the chain exec → sources.<name>.exec
+// → the pattern's runExec or buildExec (patternName), logging ignored layers
+// by name. An ignored layer that asks for a container is an error.
+func (a *App) mergeExec(srcName string, src *SourceConfig, patternName string, patternExec *command.Exec) (command.Exec, error) {
+	srcLayer := command.Layer{Name: "sources." + srcName + ".exec"}
+	if src != nil {
+		srcLayer.Exec = src.Exec
+	}
+	e, warnings, err := command.MergeExec(command.Layer{Name: "exec", Exec: a.config().Exec}, srcLayer,
+		command.Layer{Name: patternName, Exec: patternExec})
+	if err != nil {
+		return e, err // it names the layers
+	}
 	for _, w := range warnings {
 		a.logger().Warn(w)
 	}
-	return e
+	return e, nil
 }
 
 // execEnv is the environment getEnv reads and getCmd runs with: the
@@ -115,13 +141,16 @@ type renderRequest struct {
 
 // renderOptions builds the pattern.Options for r, with vars merged per
 // spec §5.3.
-func (a *App) renderOptions(r renderRequest) pattern.Options {
+func (a *App) renderOptions(r renderRequest) (pattern.Options, error) {
 	c := a.config()
 	auto := map[string]any{"source": r.sourceName, "sysinfo": a.sysinfo(), "test": r.test}
 	for k, v := range r.auto {
 		auto[k] = v
 	}
-	e := a.mergeExec(r.source, nil)
+	e, err := a.mergeExec(r.sourceName, r.source, "", nil)
+	if err != nil {
+		return pattern.Options{}, err
+	}
 	return pattern.Options{
 		Vars:        pattern.MergeVars(r.runVars, c.Vars, r.source.Vars, auto),
 		Config:      c.getConfig(e),
@@ -132,7 +161,16 @@ func (a *App) renderOptions(r renderRequest) pattern.Options {
 		NoExternal:  a.NoExternal,
 		Test:        r.test,
 		Logger:      a.logger(),
+	}, nil
+}
+
+// renderBundle renders b with the options of r.
+func (a *App) renderBundle(ctx context.Context, b *pattern.Bundle, r renderRequest) (*pattern.Result, error) {
+	opts, err := a.renderOptions(r)
+	if err != nil {
+		return nil, err
 	}
+	return b.Render(ctx, opts)
 }
 
 // isPatternPath reports whether arg names a pattern file rather than raw
@@ -153,10 +191,12 @@ func loadBundle(arg string, wrap bool) (*pattern.Bundle, error) {
 	return pattern.FromJsonnet(arg)
 }
 
-// runCommands runs cmds and applies the internal effect of the stdout
-// event (spec §4.6): its output is printed.
+// runCommands runs cmds, inheriting App.Env where an exec sets envInherit,
+// and applies the internal effect of the stdout event (spec §4.6): its
+// output is printed.
 func (a *App) runCommands(ctx context.Context, cmds command.Commands, opts command.Options) command.Result {
 	opts.Logger = a.logger()
+	opts.Environ = a.Env
 	res := cmds.Run(ctx, opts)
 	for _, ev := range res.Events {
 		if ev.Name == "stdout" {
@@ -176,9 +216,9 @@ func (a *App) readJWT(ctx context.Context, path string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("read jwt %s: %w", path, err)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := a.httpClient().Do(req)
 		if err != nil {
-			return "", fmt.Errorf("read jwt %s: %w", path, err)
+			return "", fmt.Errorf("read jwt %s: %w; check the URL and that the server answers", path, err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {

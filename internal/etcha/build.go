@@ -73,15 +73,19 @@ func (a *App) Build(ctx context.Context, o BuildOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := b.Render(ctx, a.renderOptions(renderRequest{ // (3)
+	res, err := a.renderBundle(ctx, b, renderRequest{ // (3)
 		sourceName: o.Source, source: src, record: true,
 		auto: map[string]any{"srcDir": filepath.Dir(abs), "srcPath": abs},
-	}))
+	})
 	if err != nil {
 		return err
 	}
 	p := res.Pattern
-	run := a.runCommands(ctx, p.Build, command.Options{Exec: a.mergeExec(src, p.BuildExec)}) // (4)
+	exec, err := a.mergeExec(o.Source, src, "buildExec", p.BuildExec) // (4)
+	if err != nil {
+		return err
+	}
+	run := a.runCommands(ctx, p.Build, command.Options{Exec: exec})
 	if run.Err != nil {
 		return fmt.Errorf("build %s: %w; fix the failing build command (no JWT was written)", o.Pattern, run.Err)
 	}
@@ -134,12 +138,13 @@ func (a *App) buildClaims(b *pattern.Bundle, res *pattern.Result, events []comma
 }
 
 // signingKey parses build.signingKey, or the file build.signingKeyPath
-// names (a bare file name is searched upward from the working directory).
+// names (a bare file name is searched upward from the working directory,
+// trusting only files nobody else can write; see search).
 func (a *App) signingKey() (token.PrivateKey, error) {
 	bc := a.config().Build
 	text, where := bc.SigningKey, "build.signingKey"
 	if text == "" && bc.SigningKeyPath != "" {
-		p, err := keyPath(bc.SigningKeyPath)
+		p, err := a.keyPath(bc.SigningKeyPath)
 		if err != nil {
 			return token.PrivateKey{}, fmt.Errorf("read build.signingKeyPath %s: %w; point it at the file holding the private key", bc.SigningKeyPath, err)
 		}
@@ -159,17 +164,19 @@ func (a *App) signingKey() (token.PrivateKey, error) {
 	return k, nil
 }
 
-func keyPath(p string) (string, error) {
-	if strings.ContainsRune(p, filepath.Separator) {
+// keyPath returns p, or for a bare file name the trusted file of that
+// name found upward from the working directory (see search).
+func (a *App) keyPath(p string) (string, error) {
+	if !isBareName(p) {
 		return p, nil
 	}
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	found, err := findUp(wd, p)
+	found, err := newSearch("", a.Env, a.logger()).find(wd, p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("no file %s in %s or its parents", p, wd)
+		return "", fmt.Errorf("no usable file %s in %s or its parents up to your home directory", p, wd)
 	}
 	return found, err
 }

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"maps"
 	"os"
-	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
@@ -82,7 +85,10 @@ type SourceConfig struct {
 // LoadOptions say where configuration comes from.
 type LoadOptions struct {
 	// Path is the -c config file; "" looks for DefaultConfigName upward
-	// from Dir and uses no file if there is none.
+	// from Dir and uses no file if there is none. A file found that way is
+	// used only if it is a regular file owned by the effective user or
+	// root and not writable by group or others; others are skipped with a
+	// warning (their native functions would run commands).
 	Path string
 	// Dir is the directory the search starts in; "" means the working
 	// directory.
@@ -94,6 +100,13 @@ type LoadOptions struct {
 	Overrides []string
 	// NoExternal is -d: native functions that reach outside fail.
 	NoExternal bool
+	// Home ends the upward search for DefaultConfigName: its parents are
+	// not searched. "" means HOME from Env, else the user's home
+	// directory; outside it the search goes up to the filesystem root.
+	Home string
+	// Logger receives warnings, e.g. about a found config file that is
+	// skipped because someone else could have written it. Nil discards.
+	Logger *slog.Logger
 }
 
 // LoadConfig reads the configuration, in order of precedence (later wins):
@@ -144,28 +157,14 @@ func configPath(opts LoadOptions) (string, error) {
 		}
 		dir = wd
 	}
-	p, err := findUp(dir, DefaultConfigName)
+	p, err := newSearch(opts.Home, opts.Env, opts.Logger).find(dir, DefaultConfigName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
-	return p, err
-}
-
-// findUp looks for name in dir and its parents.
-func findUp(dir, name string) (string, error) {
-	for {
-		p := filepath.Join(dir, name)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return "", err
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fs.ErrNotExist
-		}
-		dir = parent
+	if err != nil {
+		return "", fmt.Errorf("find config: %w; pass the config file with -c", err)
 	}
+	return p, nil
 }
 
 func readConfigFile(ctx context.Context, path string, opts LoadOptions) (map[string]any, error) {
@@ -217,6 +216,10 @@ func decodeConfig(raw map[string]any) (*Config, error) {
 	var c Config
 	d := json.NewDecoder(bytes.NewReader(b))
 	if err := d.Decode(&c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, fmt.Errorf("config %s: got a JSON %s where a %s belongs; fix that key's value", te.Field, te.Value, goKind(te.Type.Kind()))
+		}
 		return nil, fmt.Errorf("config: %w; fix that key's value", err)
 	}
 	c.Raw = raw
@@ -226,17 +229,27 @@ func decodeConfig(raw map[string]any) (*Config, error) {
 	return &c, nil
 }
 
-// Validate checks the values that can be checked without using them.
+// Validate checks the values that can be checked without using them:
+// jwtRule expressions compile, verifyKeys parse, lint.exclude compiles and
+// run.maxJWTSize is not negative. Sources are checked in name order, so
+// the error reported does not vary.
 func (c *Config) Validate() error {
 	if err := token.ValidateRule(c.Run.JWTRule); err != nil {
 		return fmt.Errorf("config run.jwtRule: %w; fix the expression", err)
 	}
-	for name, s := range c.Sources {
+	if _, err := parseKeys("run.verifyKeys", c.Run.VerifyKeys); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Sources)) {
+		s := c.Sources[name]
 		if s == nil {
 			continue
 		}
 		if err := token.ValidateRule(s.JWTRule); err != nil {
 			return fmt.Errorf("config sources.%s.jwtRule: %w; fix the expression", name, err)
+		}
+		if _, err := parseKeys("sources."+name+".verifyKeys", s.VerifyKeys); err != nil {
+			return err
 		}
 	}
 	if _, err := c.exclude(); err != nil {
@@ -280,25 +293,26 @@ func (c *Config) source(name string) (*SourceConfig, error) {
 }
 
 // verifyKeys parses run.verifyKeys followed by the source's verifyKeys.
+// Validate has already parsed them, so errors here mean Config was not
+// validated.
 func (c *Config) verifyKeys(src *SourceConfig) (token.PublicKeys, error) {
-	var keys token.PublicKeys
-	add := func(where string, list []string) error {
-		for i, s := range list {
-			k, err := token.ParsePublicKey(s)
-			if err != nil {
-				return fmt.Errorf("config %s[%d]: %w; use a publicKey printed by `etcha generate-keys`", where, i, err)
-			}
-			keys = append(keys, k)
-		}
-		return nil
+	keys, err := parseKeys("run.verifyKeys", c.Run.VerifyKeys)
+	if err != nil || src == nil {
+		return keys, err
 	}
-	if err := add("run.verifyKeys", c.Run.VerifyKeys); err != nil {
-		return nil, err
-	}
-	if src != nil {
-		if err := add("sources.verifyKeys", src.VerifyKeys); err != nil {
-			return nil, err
+	more, err := parseKeys("the source's verifyKeys", src.VerifyKeys)
+	return append(keys, more...), err
+}
+
+// parseKeys parses a verifyKeys list; where names it in errors.
+func parseKeys(where string, list []string) (token.PublicKeys, error) {
+	keys := make(token.PublicKeys, 0, len(list))
+	for i, s := range list {
+		k, err := token.ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("config %s[%d]: %w; use a publicKey printed by `etcha generate-keys`", where, i, err)
 		}
+		keys = append(keys, k)
 	}
 	return keys, nil
 }
@@ -326,6 +340,21 @@ func (c *Config) getConfig(exec command.Exec) map[string]any {
 	out["exec"] = em
 	delete(out, "vars")
 	return out
+}
+
+// goKind names the JSON kind a Go kind decodes from.
+func goKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Map, reflect.Struct, reflect.Pointer:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "list"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "number"
 }
 
 func envMap(env []string) map[string]string {

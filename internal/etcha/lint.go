@@ -60,7 +60,10 @@ func (a *App) lintFile(ctx context.Context, path string, format bool) []string {
 	if err != nil {
 		return append(problems, err.Error())
 	}
-	opts := a.renderOptions(renderRequest{sourceName: TestSource, source: &SourceConfig{}, test: true})
+	opts, err := a.renderOptions(renderRequest{sourceName: TestSource, source: &SourceConfig{}, test: true})
+	if err != nil {
+		return append(problems, err.Error())
+	}
 	if strings.HasSuffix(path, ".libsonnet") {
 		if _, err := b.Evaluate(ctx, opts); err != nil {
 			problems = append(problems, err.Error())

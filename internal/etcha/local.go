@@ -40,7 +40,7 @@ func (a *App) Local(ctx context.Context, o LocalOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := b.Render(ctx, a.renderOptions(renderRequest{sourceName: o.Source, source: src}))
+	res, err := a.renderBundle(ctx, b, renderRequest{sourceName: o.Source, source: src})
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,11 @@ func (a *App) Local(ctx context.Context, o LocalOptions) error {
 		mode = command.ModeRemove
 	}
 	p := res.Pattern
-	run := a.runCommands(ctx, p.Run, command.Options{Mode: mode, Exec: a.mergeExec(src, p.RunExec), ParentIDs: o.ParentIDs})
+	exec, err := a.mergeExec(o.Source, src, "runExec", p.RunExec)
+	if err != nil {
+		return err
+	}
+	run := a.runCommands(ctx, p.Run, command.Options{Mode: mode, Exec: exec, ParentIDs: o.ParentIDs})
 	a.printSummary(mode, run)
 	switch {
 	case run.Err != nil:
@@ -111,7 +115,7 @@ func (a *App) render(ctx context.Context, target string) (*pattern.Result, error
 			if err != nil {
 				return nil, err
 			}
-			return b.Render(ctx, a.renderOptions(renderRequest{source: &SourceConfig{}}))
+			return a.renderBundle(ctx, b, renderRequest{source: &SourceConfig{}})
 		}
 		if jwtShape.MatchString(strings.TrimSpace(target)) {
 			return a.renderJWT(ctx, target)
@@ -121,7 +125,7 @@ func (a *App) render(ctx context.Context, target string) (*pattern.Result, error
 	if err != nil {
 		return nil, err
 	}
-	return b.Render(ctx, a.renderOptions(renderRequest{source: &SourceConfig{}}))
+	return a.renderBundle(ctx, b, renderRequest{source: &SourceConfig{}})
 }
 
 // renderJWT verifies a JWT and renders its etchaPattern from the bundled
@@ -132,10 +136,10 @@ func (a *App) renderJWT(ctx context.Context, text string) (*pattern.Result, erro
 		return nil, err
 	}
 	b := &pattern.Bundle{Entrypoint: claims.Pattern.Entrypoint, Files: claims.Pattern.Files}
-	return b.Render(ctx, a.renderOptions(renderRequest{
+	return a.renderBundle(ctx, b, renderRequest{
 		source: &SourceConfig{}, runVars: claims.RunVars, cache: claims.Cache,
 		auto: map[string]any{"jwt": strings.TrimSpace(text)},
-	}))
+	})
 }
 
 // verify checks a JWT against run.verifyKeys (+ the source's) and the

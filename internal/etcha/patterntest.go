@@ -23,6 +23,7 @@ const TestSource = "test"
 //
 //  1. change mode: any error fails;
 //  2. check mode: any check that would change fails (not idempotent);
+//     the later steps still run, so remove mode cleans up;
 //  3. remove mode: any error fails;
 //  4. check mode: every command that needed a change in step 1, has a
 //     check and a remove, and was removed in step 3 must fail its check
@@ -65,24 +66,38 @@ func (a *App) testFile(ctx context.Context, path string, src *SourceConfig, buil
 	if err != nil {
 		return []string{err.Error()}
 	}
-	res, err := b.Render(ctx, a.renderOptions(renderRequest{sourceName: TestSource, source: src, test: true}))
+	res, err := a.renderBundle(ctx, b, renderRequest{sourceName: TestSource, source: src, test: true})
 	if err != nil {
 		return []string{err.Error()}
 	}
 	p := res.Pattern
 	var problems []string
-	if build {
-		for _, s := range a.testCommands(ctx, p.Build, a.mergeExec(src, p.BuildExec)) {
-			problems = append(problems, "build: "+s)
+	lists := []struct {
+		name  string
+		cmds  command.Commands
+		layer string
+		exec  *command.Exec
+	}{{"build", p.Build, "buildExec", p.BuildExec}, {"run", p.Run, "runExec", p.RunExec}}
+	for _, l := range lists {
+		if l.name == "build" && !build {
+			continue
 		}
-	}
-	for _, s := range a.testCommands(ctx, p.Run, a.mergeExec(src, p.RunExec)) {
-		problems = append(problems, "run: "+s)
+		exec, err := a.mergeExec(TestSource, src, l.layer, l.exec)
+		if err != nil {
+			problems = append(problems, l.name+": "+err.Error())
+			continue
+		}
+		for _, s := range a.testCommands(ctx, l.cmds, exec) {
+			problems = append(problems, l.name+": "+s)
+		}
 	}
 	return problems
 }
 
 // testCommands runs the four steps on one list and returns its problems.
+// A change-mode error stops there; any other problem is recorded and the
+// remaining steps still run, so remove mode cleans up after a pattern that
+// is not idempotent.
 func (a *App) testCommands(ctx context.Context, cmds command.Commands, exec command.Exec) []string {
 	run := func(m command.Mode) command.Result {
 		return a.runCommands(ctx, cmds, command.Options{Mode: m, Exec: exec})
@@ -91,17 +106,28 @@ func (a *App) testCommands(ctx context.Context, cmds command.Commands, exec comm
 	if changed.Err != nil {
 		return []string{fmt.Sprintf("change mode: %v", changed.Err)}
 	}
+	var problems []string
 	if r := run(command.ModeCheck); r.Err != nil || len(r.Changed) > 0 { // (2)
-		return []string{checkProblem("after change mode (not idempotent)", r)}
+		problems = append(problems, checkProblem("after change mode (not idempotent)", r))
 	}
 	removed := run(command.ModeRemove) // (3)
 	if removed.Err != nil {
-		return []string{fmt.Sprintf("remove mode: %v", removed.Err)}
+		return append(problems, fmt.Sprintf("remove mode: %v", removed.Err))
 	}
 	after := run(command.ModeCheck) // (4)
 	if after.Err != nil {
-		return []string{checkProblem("after remove mode", after)}
+		return append(problems, checkProblem("after remove mode", after))
 	}
+	if still := stillPresent(cmds, changed, removed, after); len(still) > 0 {
+		problems = append(problems, fmt.Sprintf("check after remove mode passes for %s; make remove undo what change did", strings.Join(still, ", ")))
+	}
+	return problems
+}
+
+// stillPresent returns the ids that needed a change in step 1, have a
+// check and a remove, were removed in step 3, and yet pass their check in
+// step 4.
+func stillPresent(cmds command.Commands, changed, removed, after command.Result) []string {
 	needed := map[string]bool{}
 	for _, id := range changed.Changed {
 		needed[id] = true
@@ -118,10 +144,7 @@ func (a *App) testCommands(ctx context.Context, cmds command.Commands, exec comm
 			still = append(still, id)
 		}
 	}
-	if len(still) > 0 {
-		return []string{fmt.Sprintf("check after remove mode passes for %s; make remove undo what change did", strings.Join(still, ", "))}
-	}
-	return nil
+	return still
 }
 
 func checkProblem(when string, r command.Result) string {

@@ -3,6 +3,7 @@ package etcha
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,12 +30,19 @@ func TestTestCommand(t *testing.T) {
 		pattern string
 		build   bool
 		want    string // "" means the test passes
+		also    string // a second problem expected in the output
+		cleaned string // a file remove mode must have deleted
 	}{
 		{name: "good", pattern: fmt.Sprintf(`local file = import 'lib/file.libsonnet';
 {run: [file(%q), {id: 'noop', always: true, change: 'true'}]}`, f("good"))},
 		{name: "uses test var", pattern: fmt.Sprintf(`{run: [if std.native('getConfig')().vars.test && std.native('getConfig')().test then {id: 'file', check: 'test -f %[1]s', change: 'touch %[1]s', remove: 'rm %[1]s'} else {id: 'not test', check: 'false', change: 'true'}]}`, f("var"))},
 		{name: "not idempotent", pattern: `{run: [{id: 'flaky', check: 'false', change: 'true'}]}`, want: "not idempotent): would change flaky"},
 		{name: "remove does not undo", pattern: fmt.Sprintf(`{run: [{id: 'sticky', check: 'test -f %[1]s', change: 'touch %[1]s', remove: 'true'}]}`, f("sticky")), want: "check after remove mode passes for sticky"},
+		{name: "not idempotent still removed", pattern: fmt.Sprintf(
+			// The check fails on its first two runs (steps 1 and 2), then passes, so remove mode removes.
+			`{run: [{id: 'half', check: 'n=$(cat %[2]s 2>/dev/null || echo 0); echo $((n+1)) > %[2]s; test $n -ge 2', change: 'touch %[1]s', remove: 'rm %[1]s; exit 3'}]}`,
+			f("half"), f("half.count")),
+			want: "not idempotent): would change half", cleaned: f("half"), also: `remove mode: command "half": remove exited with status 3`},
 		{name: "change fails", pattern: `{run: [{id: 'broken', always: true, change: 'exit 2'}]}`, want: "change mode"},
 		{name: "remove fails", pattern: `{run: [{id: 'badremove', always: true, change: 'true', remove: 'exit 2'}]}`, want: "remove mode"},
 		{name: "build list only with -b", pattern: `{build: [{id: 'b', always: true, change: 'exit 2'}], run: []}`},
@@ -56,8 +64,13 @@ func TestTestCommand(t *testing.T) {
 			if got := exitCode(err); got != 1 {
 				t.Fatalf("Test() = %v, exit %d, want 1", err, got)
 			}
-			if !strings.Contains(out.String(), tc.want) {
-				t.Fatalf("output %q, want %q", out, tc.want)
+			if !strings.Contains(out.String(), tc.want) || !strings.Contains(out.String(), tc.also) {
+				t.Fatalf("output %q, want %q and %q", out, tc.want, tc.also)
+			}
+			if tc.cleaned != "" {
+				if _, err := os.Stat(tc.cleaned); !os.IsNotExist(err) {
+					t.Fatalf("%s still exists: remove mode did not run (stat: %v)", tc.cleaned, err)
+				}
 			}
 		})
 	}

@@ -127,9 +127,13 @@ type diskImporter struct {
 	entry    string
 	read     map[string]jsonnet.Contents
 	absolute bool // some import used an absolute path
+	builtin  builtinLib
 }
 
 func (d *diskImporter) Import(from, imported string) (jsonnet.Contents, string, error) {
+	if c, at, ok := d.builtin.lookup(imported); ok {
+		return c, at, nil // not recorded: the bundle never carries it
+	}
 	p := imported
 	if from != "" && filepath.IsAbs(imported) {
 		d.absolute = true
@@ -186,31 +190,61 @@ func bundlePath(root, p string) string {
 	return "/" + filepath.ToSlash(rel)
 }
 
-// normal returns the bundle's files keyed by clean "/"-prefixed paths (a
-// JWT may carry "main.jsonnet" instead of "/main.jsonnet", spec §9 #24),
-// and the normalised entrypoint.
+// NormalPath returns the bundle path p in normal form: slash-cleaned and
+// "/"-prefixed, so "main.jsonnet", "/main.jsonnet" and "/x/../main.jsonnet"
+// are all "/main.jsonnet" (a JWT may carry either form, spec §9 #24). It
+// must agree with token.PatternPath, which applies the same rule to JWT
+// claims (token cannot import this package).
+func NormalPath(p string) string {
+	return path.Clean("/" + p)
+}
+
+// normal returns the bundle's files keyed by NormalPath and the
+// normalised entrypoint. Two file keys with the same normal form are
+// refused: which text an import saw would depend on map order.
 func (b *Bundle) normal() (map[string]jsonnet.Contents, string, error) {
 	if b == nil || b.Entrypoint == "" {
 		return nil, "", errors.New("pattern bundle has no entrypoint")
 	}
 	files := make(map[string]jsonnet.Contents, len(b.Files))
+	from := make(map[string]string, len(b.Files))
 	for p, text := range b.Files {
-		files[path.Clean("/"+p)] = jsonnet.MakeContents(text)
+		n := NormalPath(p)
+		if prev, ok := from[n]; ok {
+			a, b := sortedPair(prev, p)
+			return nil, "", fmt.Errorf("pattern bundle files %q and %q are the same path %s; rebuild the pattern so each file appears once", a, b, n)
+		}
+		from[n] = p
+		files[n] = jsonnet.MakeContents(text)
 	}
-	entry := path.Clean("/" + b.Entrypoint)
+	entry := NormalPath(b.Entrypoint)
 	if _, ok := files[entry]; !ok {
 		return nil, "", fmt.Errorf("pattern bundle entrypoint %s is not in its files", b.Entrypoint)
 	}
 	return files, entry, nil
 }
 
-// bundleImporter serves imports from a bundle's files only; it never reads
-// the disk, so a pattern renders the same on every machine.
+// sortedPair returns a and b in order, so error messages do not depend on
+// map iteration order.
+func sortedPair(a, b string) (string, string) {
+	if b < a {
+		return b, a
+	}
+	return a, b
+}
+
+// bundleImporter serves imports from a bundle's files only, plus the
+// built-in NativeLibPath; it never reads the disk, so a pattern renders the
+// same on every machine.
 type bundleImporter struct {
-	files map[string]jsonnet.Contents
+	files   map[string]jsonnet.Contents
+	builtin builtinLib
 }
 
 func (bi *bundleImporter) Import(from, imported string) (jsonnet.Contents, string, error) {
+	if c, at, ok := bi.builtin.lookup(imported); ok {
+		return c, at, nil
+	}
 	key, err := resolve(from, imported)
 	if err != nil {
 		return jsonnet.Contents{}, "", err

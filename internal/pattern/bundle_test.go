@@ -143,6 +143,18 @@ func TestRenderBadBundle(t *testing.T) {
 		{"not an object", &Bundle{Entrypoint: "/main.jsonnet", Files: map[string]string{
 			"/main.jsonnet": "[1, 2]",
 		}}, "a pattern must be an object"},
+		{"null", &Bundle{Entrypoint: "/main.jsonnet", Files: map[string]string{
+			"/main.jsonnet": "local x = {}; null",
+		}}, "a pattern must be an object: got null; make the file evaluate to an object"},
+		{"colliding paths", &Bundle{Entrypoint: "/main.jsonnet", Files: map[string]string{
+			"/main.jsonnet": "{run: [{id: 'a'}]}",
+			"main.jsonnet":  "{run: [{id: 'b'}]}",
+		}}, `pattern bundle files "/main.jsonnet" and "main.jsonnet" are the same path /main.jsonnet`},
+		{"colliding import paths", &Bundle{Entrypoint: "/main.jsonnet", Files: map[string]string{
+			"/main.jsonnet":           "import 'lib/x.libsonnet'",
+			"/lib/x.libsonnet":        "{}",
+			"/lib/../lib/x.libsonnet": "{run: []}",
+		}}, `are the same path /lib/x.libsonnet`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

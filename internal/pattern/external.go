@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/command"
 )
 
 // Limits for what a native function may pull into a render.
@@ -36,17 +38,9 @@ func (r *renderer) runCmd(script string) (any, error) {
 		}
 		return strings.TrimSpace(out), nil
 	}
-	argv := []string{"/bin/sh", "-c", script}
-	dir := ""
-	if e := r.opts.Exec; e != nil {
-		dir = e.WorkDir
-		argv = append(strings.Fields(e.Command), script)
-		if e.Command == "" {
-			argv = strings.Fields(script)
-		}
-	}
-	if len(argv) == 0 {
-		return nil, errNoExec
+	argv, dir, err := r.cmdArgv(script)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.CommandContext(r.ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
@@ -62,6 +56,29 @@ func (r *renderer) runCmd(script string) (any, error) {
 		return nil, fmt.Errorf("getCmd %q: %w", script, err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// cmdArgv returns the argv and working directory for a getCmd script
+// under Options.Exec, splitting exec.command (or, when it is empty, the
+// script) with the same shell-word rules as commands (command.SplitWords).
+func (r *renderer) cmdArgv(script string) ([]string, string, error) {
+	e := r.opts.Exec
+	if e == nil {
+		return []string{"/bin/sh", "-c", script}, "", nil
+	}
+	text, tail := e.Command, []string{script}
+	if text == "" {
+		text, tail = script, nil
+	}
+	argv, err := command.SplitWords(text)
+	if err != nil {
+		return nil, "", fmt.Errorf("getCmd %q: %w; fix exec.command", script, err)
+	}
+	argv = append(argv, tail...)
+	if len(argv) == 0 {
+		return nil, "", errNoExec
+	}
+	return argv, e.WorkDir, nil
 }
 
 // envList turns env into KEY=value pairs; never nil, so that exec.Cmd

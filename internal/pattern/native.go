@@ -16,9 +16,9 @@ import (
 const maxRenderDepth = 8
 
 // natives lists the native functions of spec §5.1. go-jsonnet requires
-// every parameter at the call site; the lib/etcha/native.libsonnet
-// wrappers supply the defaults (fallback and default null, cache false,
-// prefix empty).
+// every parameter at the call site; the built-in library NativeLibPath
+// ('etcha/native.libsonnet') has wrappers that supply the defaults
+// (fallback and default null, cache false, prefix empty).
 func (r *renderer) natives() []*jsonnet.NativeFunction {
 	fns := []*jsonnet.NativeFunction{
 		{Name: "getArch", Func: func([]any) (any, error) { return runtime.GOARCH, nil }},
@@ -127,6 +127,9 @@ func (r *renderer) getCmd(args []any) (any, error) {
 	return r.cached("getCmd", args[:1], useCache, func() (any, error) {
 		if err := r.external("getCmd"); err != nil {
 			return nil, err
+		}
+		if e := r.opts.Exec; e != nil && e.ContainerImage != "" { // a setting to fix, not a failure to fall back from
+			return nil, fmt.Errorf("getCmd %q: exec.containerImage %q: container execs are not supported yet; remove containerImage from the exec settings", script, e.ContainerImage)
 		}
 		return withFallback(args[1], func() (any, error) { return r.runCmd(script) })()
 	})

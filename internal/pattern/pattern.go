@@ -5,7 +5,10 @@
 // etchaPattern), renders a Bundle with an importer that sees only the
 // bundle, provides the native functions of spec §5.1 (getConfig, getEnv,
 // getFile, getCmd, getRecord, get, …) with build→run caching, merges vars
-// (§5.3), gathers sysinfo (§5.4) and formats Jsonnet for lint.
+// (§5.3), gathers sysinfo (§5.4) and formats Jsonnet for lint. Patterns
+// may `import 'etcha/native.libsonnet'` (NativeLibPath), a built-in
+// library of wrappers that give the natives their documented default
+// arguments; it is served from memory and never bundled.
 //
 // It does not run Commands (package command does), sign or verify JWTs,
 // or read configuration files; callers pass the merged config and vars.
@@ -133,8 +136,9 @@ var knownKeys = []string{
 // of a known key (spec §2.1).
 func decode(out string) (*Pattern, error) {
 	var keys map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(out), &keys); err != nil {
-		return nil, fmt.Errorf("a pattern must be an object: %s", firstWord(out))
+	// null decodes into a nil map without error: refuse it explicitly.
+	if err := json.Unmarshal([]byte(out), &keys); err != nil || keys == nil {
+		return nil, fmt.Errorf("a pattern must be an object: %s; make the file evaluate to an object such as {run: [...]}", firstWord(out))
 	}
 	if err := checkKeys(keys); err != nil {
 		return nil, err

@@ -32,9 +32,10 @@ type Options struct {
 	// environment is never read implicitly.
 	Env map[string]string
 	// Exec runs getCmd: the script is appended, as one argument, to
-	// Exec.Command split on white space (no shell quoting); an empty
-	// Command runs the script's own words without a shell. Env and WorkDir
-	// apply; container, user, group and sudo settings are not honoured
+	// Exec.Command split into words with shell quoting (command.SplitWords,
+	// as for commands); an empty Command runs the script's own words
+	// without a shell. Env and WorkDir apply; a containerImage is refused
+	// (not supported yet); user, group and sudo settings are not honoured
 	// here (use Cmd for that). Nil means `/bin/sh -c`.
 	Exec *command.Exec
 	// Cmd, if set, replaces the built-in getCmd runner: it runs script and

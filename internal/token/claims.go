@@ -160,7 +160,9 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes a JWT payload in one pass. Claim names match
 // exactly (not case-insensitively, unlike encoding/json's struct decoding);
-// a repeated claim takes its last value. It fails on claims of the wrong
+// a repeated claim takes its last value, except that a repeated
+// etchaPattern, or a key repeated inside it or its files, is refused (two
+// decoders could render different patterns from the same signed bytes). It fails on claims of the wrong
 // JSON type (for example a numeric etchaVersion).
 func (c *Claims) UnmarshalJSON(b []byte) error {
 	d := json.NewDecoder(bytes.NewReader(b))
@@ -169,13 +171,17 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 	}
 	*c = Claims{}
 	var runEnv map[string]any
-	hasRunVars := false
+	hasRunVars, hasPattern := false, false
 	for d.More() {
 		t, err := d.Token()
 		if err != nil {
 			return err
 		}
 		name, _ := t.(string)
+		if name == "etchaPattern" && hasPattern {
+			return fmt.Errorf("claim etchaPattern appears twice; build it again with etcha build")
+		}
+		hasPattern = hasPattern || name == "etchaPattern"
 		switch name {
 		case "etchaRunVars":
 			hasRunVars = true
@@ -245,9 +251,20 @@ func (c *Claims) decodeClaim(d *json.Decoder, name string) error {
 	return nil
 }
 
+// decodeDate decodes a NumericDate: a JSON number of unix seconds, or
+// null. A string is refused, even one holding digits: encoding/json (and so
+// jwt.NumericDate) would accept "1700000000", and another verifier might
+// not, or might read it differently.
 func decodeDate(d *json.Decoder, t *time.Time) error {
+	var raw json.RawMessage
+	if err := d.Decode(&raw); err != nil {
+		return err
+	}
+	if len(raw) > 0 && raw[0] == '"' {
+		return fmt.Errorf("must be a number of unix seconds, not a string")
+	}
 	var n *jwt.NumericDate
-	if err := d.Decode(&n); err != nil {
+	if err := json.Unmarshal(raw, &n); err != nil {
 		return err
 	}
 	*t = fromNumericDate(n)

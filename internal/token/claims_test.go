@@ -220,8 +220,20 @@ func TestUnmarshalClaims(t *testing.T) {
 		{"not an object", `["aud"]`, nil, "claims must be a JSON object"},
 		{"trailing data", `{"sub":"a"} {}`, nil, "data after the claims object"},
 		{"bad exp", `{"exp":"tomorrow"}`, nil, "claim exp"},
+		{"numeric string exp", `{"exp":"1795345200"}`, nil, "claim exp: must be a number of unix seconds, not a string"},
+		{"numeric string nbf", `{"nbf":"1"}`, nil, "claim nbf: must be a number of unix seconds, not a string"},
+		{"numeric string iat", `{"iat":"1"}`, nil, "claim iat: must be a number"},
+		{"object exp", `{"exp":{}}`, nil, "claim exp"},
 		{"bad pattern", `{"etchaPattern":{"files":["x"]}}`, nil, "claim etchaPattern"},
 		{"bad aud", `{"aud":[1]}`, nil, "aud must be a string or a list of strings"},
+		{"null pattern", `{"etchaPattern":null}`, func(c *Claims) bool { return c.Pattern.Entrypoint == "" && c.Pattern.Files == nil }, ""},
+		{"pattern unknown key ignored", `{"etchaPattern":{"entrypoint":"/m","files":{"/m":"{}"},"x":1}}`, func(c *Claims) bool {
+			return c.Pattern.Entrypoint == "/m" && c.Pattern.Files["/m"] == "{}"
+		}, ""},
+		{"duplicate files key", `{"etchaPattern":{"entrypoint":"/m","files":{"/m":"{}","/m":"{run: []}"}}}`, nil, `claim etchaPattern: files has the key "/m" twice`},
+		{"duplicate entrypoint key", `{"etchaPattern":{"entrypoint":"/a","files":{},"entrypoint":"/b"}}`, nil, `etchaPattern has the key "entrypoint" twice`},
+		{"duplicate etchaPattern claim", `{"etchaPattern":{"entrypoint":"/a"},"etchaPattern":{"entrypoint":"/b"}}`, nil, "claim etchaPattern appears twice"},
+		{"file not a string", `{"etchaPattern":{"files":{"/m":5}}}`, nil, `file "/m"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Claims

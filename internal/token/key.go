@@ -148,7 +148,8 @@ func ParsePublicKey(s string) (PublicKey, error) {
 		if _, perr := x509.ParsePKCS8PrivateKey(der); perr == nil {
 			return PublicKey{}, fmt.Errorf("%s key %q holds private key data; use the public key of the pair", typ, id)
 		}
-		return PublicKey{}, fmt.Errorf("%s key %q: not PKIX DER (%v); public keys must be base64 PKIX DER", typ, id, err)
+		// The x509/asn1 error is a long structure dump: not worth showing.
+		return PublicKey{}, fmt.Errorf("%s key %q: not a PKIX DER public key", typ, id)
 	}
 	if err := checkKey(typ, k); err != nil {
 		return PublicKey{}, fmt.Errorf("%s key %q: %w", typ, id, err)
@@ -169,8 +170,11 @@ func ParsePrivateKey(s string) (PrivateKey, error) {
 	}
 	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
-		// The x509 error text describes the structure, not the bytes.
-		return PrivateKey{}, fmt.Errorf("%s key %q: not PKCS#8 DER (%v); private keys must be base64 PKCS#8 DER", typ, id, err)
+		// The x509/asn1 error is a long structure dump: not worth showing.
+		if _, perr := x509.ParsePKIXPublicKey(der); perr == nil {
+			return PrivateKey{}, fmt.Errorf("%s key %q holds public key data; signing needs the privateKey of the pair", typ, id)
+		}
+		return PrivateKey{}, fmt.Errorf("%s key %q: not a PKCS#8 DER private key", typ, id)
 	}
 	s2, ok := k.(crypto.Signer)
 	if !ok {

@@ -165,7 +165,9 @@ func TestParseKeyErrors(t *testing.T) {
 		{"private data as public", "ed25519public:" + der(t, edPriv.Key, true), true, "holds private key data"},
 		{"private type as public", docPrivate, true, "is a private key; verify keys must be the matching ed25519public key"},
 		{"public type as private", docPublic, false, "is a public key; signing needs the matching ed25519private key"},
-		{"public data as private", "ed25519private:" + edPubB64, false, "not PKCS#8 DER"},
+		{"public data as private", "ed25519private:" + edPubB64, false, `ed25519private key "" holds public key data; signing needs the privateKey`},
+		{"garbage private", "ed25519private:AAAAAAAA:id", false, `ed25519private key "id": not a PKCS#8 DER private key`},
+		{"garbage public", "ed25519public:AAAAAAAAAAAA:id", true, `ed25519public key "id": not a PKIX DER public key`},
 		{"encrypted rot key", "pbkdf2sha512:100000:c2FsdA==@aes128gcm:Y2lwaGVydGV4dA==:kid", false, "encrypted private keys are not supported; decrypt it first"},
 		{"encrypted at sign", "ed25519private:abc@def:kid", false, "encrypted private keys are not supported"},
 	} {
@@ -184,6 +186,9 @@ func TestParseKeyErrors(t *testing.T) {
 			data, _, _ = strings.Cut(data, ":")
 			if len(data) >= 16 && strings.Contains(err.Error(), data[:16]) {
 				t.Fatalf("error %q echoes key material", err)
+			}
+			if strings.Contains(err.Error(), "asn1") || len(err.Error()) > 200 {
+				t.Fatalf("error %q is an asn1 dump or too long", err)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package token
 
 import (
 	"fmt"
+	"path"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/vm"
@@ -32,12 +33,15 @@ func compileRule(rule string) (*vm.Program, error) {
 //     and etchaBuildManifest/etchaVersion strings, etchaPattern,
 //     etchaRunVars and etchaCache maps) and run against Claims.Map(), each
 //     claim a top-level identifier, for example `any(aud, {# in ['a',
-//     'b']})`. An absent aud is an empty list and an absent etchaCache an
-//     empty map; other absent claims and unknown names are nil (so
+//     'b']})`. An absent aud is an empty list, an absent etchaCache an
+//     empty map and an absent iss, jti, sub, etchaBuildManifest or
+//     etchaVersion ""; other absent claims and unknown names are nil (so
 //     `exp != nil && exp - iat <= 86400` works). The rule must return true:
 //     false → ReasonRule; a compile or run error → ReasonRule wrapping it.
-//  2. etchaPattern.entrypoint must be non-empty and a key of
-//     etchaPattern.files, else ReasonNoEntrypoint.
+//  2. No two etchaPattern.files keys may be the same path after
+//     PatternPath, else ReasonMalformed.
+//  3. etchaPattern.entrypoint must be non-empty and, after PatternPath, a
+//     key of etchaPattern.files, else ReasonNoEntrypoint.
 //
 // Errors are *VerifyError.
 func CheckClaims(c *Claims, rule string) error {
@@ -49,11 +53,38 @@ func CheckClaims(c *Claims, rule string) error {
 			return err
 		}
 	}
-	ep := c.Pattern.Entrypoint // (2)
+	return checkPattern(c.Pattern) // (2), (3)
+}
+
+// PatternPath returns the etchaPattern path p in normal form: slash-cleaned
+// and "/"-prefixed ("main.jsonnet" and "/x/../main.jsonnet" are both
+// "/main.jsonnet"). It is the rule pattern.NormalPath applies when
+// rendering a bundle; the two must agree.
+func PatternPath(p string) string {
+	return path.Clean("/" + p)
+}
+
+// checkPattern refuses an etchaPattern whose file keys collide after
+// PatternPath (the rendered text would depend on map order) or whose
+// entrypoint is missing or not among the files.
+func checkPattern(p Pattern) error {
+	seen := make(map[string]string, len(p.Files))
+	for k := range p.Files {
+		n := PatternPath(k)
+		if prev, ok := seen[n]; ok {
+			a, b := prev, k
+			if b < a {
+				a, b = b, a
+			}
+			return refuse(ReasonMalformed, nil, "jwt etchaPattern files %q and %q are the same path %s; build it again with etcha build", clip(a), clip(b), clip(n))
+		}
+		seen[n] = k
+	}
+	ep := p.Entrypoint
 	if ep == "" {
 		return refuse(ReasonNoEntrypoint, nil, "jwt has no etchaPattern entrypoint; build it with etcha build")
 	}
-	if _, ok := c.Pattern.Files[ep]; !ok {
+	if _, ok := seen[PatternPath(ep)]; !ok {
 		return refuse(ReasonNoEntrypoint, nil, "jwt etchaPattern entrypoint %q is not among its files; build it again with etcha build", clip(ep))
 	}
 	return nil
@@ -73,6 +104,13 @@ func evalRule(c *Claims, rule string) error {
 	}
 	if _, ok := env["etchaCache"]; !ok {
 		env["etchaCache"] = map[string]any{}
+	}
+	// The rule was compiled with these names typed as strings; a nil would
+	// fail at run time with a Go type-conversion error instead of false.
+	for _, name := range []string{"iss", "jti", "sub", "etchaBuildManifest", "etchaVersion"} {
+		if _, ok := env[name].(string); !ok {
+			env[name] = ""
+		}
 	}
 	out, err := expr.Run(prog, env)
 	if err != nil {

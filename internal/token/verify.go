@@ -104,7 +104,9 @@ func decodePart(s string, v any) error {
 // it. Steps, in order (spec §3.6):
 //
 //  1. Size (ReasonTooLarge), then decoding of the three parts
-//     (ReasonMalformed). Surrounding whitespace is ignored.
+//     (ReasonMalformed; this refuses exp/iat/nbf given as strings and a
+//     key repeated in etchaPattern or its files). Surrounding whitespace
+//     is ignored.
 //  2. Keys: none configured → ReasonNoKeys.
 //  3. Signature: only keys whose type matches the header alg are tried
 //     (EdDSA ↔ ed25519, ES256 ↔ ecp256, RS256 ↔ rsa2048), each with the
@@ -113,7 +115,8 @@ func decodePart(s string, v any) error {
 //     alg are refused. No key verifies → ReasonSignature.
 //  4. Times, no leeway: now >= exp → ReasonExpired; now < nbf →
 //     ReasonNotYetValid.
-//  5. CheckClaims: jwtRule (ReasonRule), then the entrypoint
+//  5. CheckClaims: jwtRule (ReasonRule), then etchaPattern file keys
+//     that are the same path (ReasonMalformed), then the entrypoint
 //     (ReasonNoEntrypoint).
 //
 // Every refusal is a *VerifyError; on refusal the claims are nil. Verify is

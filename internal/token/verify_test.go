@@ -190,6 +190,12 @@ func TestVerifyRefusals(t *testing.T) {
 		{"missing entrypoint", withClaims(func(c *Claims) { c.Pattern.Entrypoint = "" }), opts(docPub), ReasonNoEntrypoint, "no etchaPattern entrypoint"},
 		{"entrypoint not in files", withClaims(func(c *Claims) { c.Pattern.Entrypoint = "/main.jsonnet" }), opts(docPub), ReasonNoEntrypoint, `entrypoint "/main.jsonnet" is not among its files`},
 		{"no files", withClaims(func(c *Claims) { c.Pattern.Files = nil }), opts(docPub), ReasonNoEntrypoint, "is not among its files"},
+		{"colliding file paths", withClaims(func(c *Claims) { c.Pattern.Files["patterns/x/../app.jsonnet"] = "{run: []}" }), opts(docPub), ReasonMalformed,
+			`files "/patterns/app.jsonnet" and "patterns/x/../app.jsonnet" are the same path /patterns/app.jsonnet`},
+		{"exp as a string", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":"4102444800"}`)) + "." + parts[2],
+			opts(docPub), ReasonMalformed, "claim exp: must be a number of unix seconds, not a string"},
+		{"duplicate files key", parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"etchaPattern":{"entrypoint":"/m.jsonnet","files":{"/m.jsonnet":"{}","/m.jsonnet":"{run: []}"}}}`)) + "." + parts[2],
+			opts(docPub), ReasonMalformed, `files has the key "/m.jsonnet" twice`},
 		{"truncated in payload", good[:len(parts[0])+20], opts(docPub), ReasonMalformed, "2 parts, want 3"},
 		{"truncated signature", good[:len(good)-10], opts(docPub), ReasonSignature, "matches none"},
 		{"garbled base64 payload", parts[0] + "." + parts[1][:10] + "!*" + parts[1][12:] + "." + parts[2], opts(docPub), ReasonMalformed, "malformed jwt payload: bad base64url"},
@@ -208,6 +214,8 @@ func TestVerifyRefusals(t *testing.T) {
 		{"jwtRule not bool", good, withRule(`1 + 1`), ReasonRule, "does not compile"},
 		{"jwtRule runtime error", good, withRule(`etchaRunVars.nope.deeper == 1`), ReasonRule, "jwtRule"},
 		{"jwtRule unknown name", good, withRule(`nosuchclaim == 1`), ReasonRule, "jwt refused by jwtRule"},
+		{"jwtRule absent iss", withClaims(func(c *Claims) { c.Issuer = "" }), withRule(`iss == "someone"`), ReasonRule, `jwt refused by jwtRule "iss == \"someone\""`},
+		{"jwtRule absent jti and sub", withClaims(func(c *Claims) { c.ID, c.Subject = "", "" }), withRule(`jti startsWith "x" || sub matches "^y"`), ReasonRule, "jwt refused by jwtRule"},
 		{"jwtRule absent exp", withClaims(func(c *Claims) { c.ExpiresAt = time.Time{} }), withRule(`exp != nil && exp - iat <= 86400`), ReasonRule, "jwt refused by jwtRule"},
 		{"jwtRule absent exp arithmetic", withClaims(func(c *Claims) { c.ExpiresAt = time.Time{} }), withRule(`exp - iat <= 86400`), ReasonRule, "failed on this jwt"},
 	} {
@@ -328,6 +336,12 @@ func TestCheckClaims(t *testing.T) {
 	}
 	if got, want := ReasonOf(CheckClaims(nil, "")), ReasonMalformed; got != want {
 		t.Fatalf("CheckClaims(nil) reason = %q, want %q", got, want)
+	}
+	// The entrypoint is compared after PatternPath, as the renderer does.
+	unslashed := testClaims()
+	unslashed.Pattern.Entrypoint = "patterns/app.jsonnet"
+	if err := CheckClaims(unslashed, ""); err != nil {
+		t.Fatalf("CheckClaims(entrypoint without /) = %v", err)
 	}
 }
 
