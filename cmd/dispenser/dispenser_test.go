@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -390,5 +391,79 @@ func TestPlainLayoutJSONLogMode(t *testing.T) {
 		if !strings.HasPrefix(line, "{") {
 			t.Fatalf("log line %q is not JSON", line)
 		}
+	}
+}
+
+// TestReaderNeverSeesAMix: while 100 transactions each replace a
+// certificate and its key, a reader that resolves ..data and reads both
+// files of that generation always gets a matching pair.
+func TestReaderNeverSeesAMix(t *testing.T) {
+	s := etcdtest.Start(t)
+	put(t, s, "/tls/tls.crt", "c-1", "/tls/tls.key", "k-1")
+	dir := t.TempDir()
+	r := start(t, s, "-p", "/tls", "-t", dir)
+	r.errs.containing(t, "target in sync")
+
+	stop := make(chan struct{})
+	type result struct{ reads, retries int }
+	done := make(chan result, 1)
+	mixes := make(chan string, 1)
+	go func() {
+		var res result
+		deadline := time.Now().Add(5 * time.Minute)
+		for i := 0; i < 10_000_000 && time.Now().Before(deadline); i++ {
+			select {
+			case <-stop:
+				done <- res
+				return
+			default:
+			}
+			gen, err := os.Readlink(filepath.Join(dir, "..data"))
+			if err != nil {
+				res.retries++
+				continue
+			}
+			crt, err1 := os.ReadFile(filepath.Join(dir, gen, "tls.crt"))
+			key, err2 := os.ReadFile(filepath.Join(dir, gen, "tls.key"))
+			if err1 != nil || err2 != nil { // that generation was just removed
+				res.retries++
+				continue
+			}
+			res.reads++
+			if strings.TrimPrefix(string(crt), "c") != strings.TrimPrefix(string(key), "k") {
+				select {
+				case mixes <- fmt.Sprintf("%s with %s in %s", crt, key, gen):
+				default:
+				}
+			}
+		}
+		done <- res
+	}()
+
+	c := s.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	for i := range 100 {
+		v := fmt.Sprint(i)
+		if _, err := c.Txn(ctx).Then(clientv3.OpPut("/tls/tls.crt", "c"+v), clientv3.OpPut("/tls/tls.key", "k"+v)).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; contents(dir) != "tls.crt=c99,tls.key=k99"; i++ {
+		if i > 200 {
+			t.Fatalf("files are %q after 200 writes, want the last transaction's", contents(dir))
+		}
+		r.errs.containing(t, "files updated") // wait for the next write
+	}
+	close(stop)
+	res := <-done
+	t.Logf("%d consistent reads, %d retries on a removed generation", res.reads, res.retries)
+	select {
+	case m := <-mixes:
+		t.Fatalf("reader saw a mix: %s", m)
+	default:
+	}
+	if res.reads == 0 {
+		t.Fatalf("the reader never read a pair")
 	}
 }
