@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdtest"
+	"github.com/dispenser-dev/dispenser/internal/leaktest"
 )
 
 // waitLong bounds every wait in these tests. It is generous on purpose:
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == childSentinel {
 		os.Exit(childMain(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	os.Exit(leaktest.Main(m))
 }
 
 // childMain is the child process of the tests: the test binary re-executed.

@@ -44,7 +44,7 @@ func TestImportDirection(t *testing.T) {
 			switch {
 			case strings.HasPrefix(dep, "cmd/"):
 				t.Errorf("%s imports %s: nothing may import a main package", pkg, dep)
-			case dep == "internal/etcdtest" || strings.HasPrefix(dep, "internal/etcdproc"):
+			case dep == "internal/etcdtest" || dep == "internal/leaktest" || strings.HasPrefix(dep, "internal/etcdproc"):
 				t.Errorf("%s imports %s outside tests: it is test support only", pkg, dep)
 			default:
 				t.Errorf("%s imports %s: not in its allowed list; leaves import no module package", pkg, dep)

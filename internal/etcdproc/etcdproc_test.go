@@ -11,13 +11,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdproc"
+	"github.com/dispenser-dev/dispenser/internal/leaktest"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	etcdproc.RemoveBuilds()
 	if code == 0 {
-		if leaked := etcdproc.LeakedGoroutines(10 * time.Second); leaked != "" {
+		if leaked := leaktest.Leaked(10 * time.Second); leaked != "" {
 			fmt.Fprintf(os.Stderr, "goroutines still running after all tests:\n%s\n", leaked)
 			code = 1
 		}

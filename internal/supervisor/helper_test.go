@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/leaktest"
 )
 
 // helperEnv selects a helper mode when the test binary is re-executed as a
@@ -31,42 +32,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
 	}
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(10 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines still running after all tests:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to d for every goroutine running code of this
-// package or of os/exec (which copies a child's output) to end, and
-// returns the stacks of those still running. (etcd's
-// testutil.MustTestMainWithLeakDetection would need testify, which is not
-// in go.sum.)
-func leakedGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "leakedGoroutines") {
-				continue
-			}
-			if strings.Contains(g, "internal/supervisor.") || strings.Contains(g, "os/exec.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		<-tick.C
-	}
+	os.Exit(leaktest.Main(m))
 }
 
 // runHelper is the child side of the tests. Modes:

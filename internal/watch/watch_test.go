@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdtest"
+	"github.com/dispenser-dev/dispenser/internal/leaktest"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 )
 
@@ -23,45 +23,8 @@ import (
 const wait = 30 * time.Second
 
 // TestMain fails the run if goroutines of this package, the etcd client or
-// gRPC outlive the tests. (etcd's testutil.MustTestMainWithLeakDetection
-// would do, but it pulls in testify, which go.sum does not have.)
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := leakedGoroutines(10 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines still running after all tests:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakedGoroutines waits up to d for goroutines running code of this
-// package, etcd or gRPC to end, and returns the stacks of those that did
-// not.
-func leakedGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "leakedGoroutines") {
-				continue
-			}
-			for _, pkg := range []string{"dispenser/internal/", "go.etcd.io/", "google.golang.org/grpc"} {
-				if strings.Contains(g, pkg) {
-					leaked = append(leaked, g)
-					break
-				}
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond) // let goroutines that are shutting down finish
-	}
-}
+// gRPC outlive the tests.
+func TestMain(m *testing.M) { os.Exit(leaktest.Main(m)) }
 
 // harness is one running Watcher.
 type harness struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdproc"
+	"github.com/dispenser-dev/dispenser/internal/leaktest"
 )
 
 // waitLong bounds every wait in these tests. It is generous on purpose: CI
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	etcdproc.RemoveBuilds()
 	if code == 0 {
-		if leaked := etcdproc.LeakedGoroutines(10 * time.Second); leaked != "" {
+		if leaked := leaktest.Leaked(10 * time.Second); leaked != "" {
 			fmt.Fprintf(os.Stderr, "goroutines still running after all tests:\n%s\n", leaked)
 			code = 1
 		}
