@@ -15,11 +15,10 @@ const module = "github.com/dispenser-dev/dispenser/"
 // may import. A package not listed may import none.
 var allowed = map[string][]string{
 	"internal/pattern": {"internal/command"},
-	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token", "internal/etcdenv", "internal/watch"},
+	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token"},
 	"cmd/dispenser": {"internal/etcdenv", "internal/watch", "internal/writer", "internal/supervisor",
-		"internal/metrics", "internal/devetcd", "internal/etcha", "internal/pattern", "internal/command", "internal/token"},
-	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/etcdenv",
-		"internal/watch", "internal/devetcd"},
+		"internal/metrics", "internal/devetcd"},
+	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token"},
 }
 
 func TestImportDirection(t *testing.T) {
