@@ -145,7 +145,7 @@ func TestSignalsForwarded(t *testing.T) {
 func TestStopKillsStubbornChild(t *testing.T) {
 	s := etcdtest.Start(t)
 	dir := t.TempDir()
-	r := start(t, s, append([]string{"-p", "/x/", "-t", dir, "--kill-timeout=200ms"}, childArgs(dir, "ignore-term")...)...)
+	r := start(t, s, append([]string{"-p", "/x/", "-t", dir, "--kill-timeout=5s"}, childArgs(dir, "ignore-term")...)...)
 	r.out.next(t, "ready")
 	r.stop()
 	r.out.next(t, "TERM")
@@ -267,9 +267,7 @@ func TestWaitCoalesces(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, s, append([]string{"-p", "/w", "-t", dir, "-s", "HUP", "--wait", "3s:60s"}, childArgs(dir, "serve")...)...)
 	r.out.next(t, "ready")
-	for i := range 5 {
-		put(t, s, fmt.Sprintf("/w/k%d", i), "v")
-	}
+	put(t, s, "/w/k0", "v", "/w/k1", "v", "/w/k2", "v", "/w/k3", "v", "/w/k4", "v")
 	line, _ := r.out.next(t, "HUP")
 	if want := "HUP k0=v,k1=v,k2=v,k3=v,k4=v"; line != want {
 		t.Fatalf("first signal saw %q, want all five keys at once: %q", line, want)
@@ -311,7 +309,7 @@ func TestEnvErrors(t *testing.T) {
 // dispenser give up with one clear line and exit 1, both without and with
 // credentials (with them, connecting itself has to reach etcd).
 func TestInitialTimeout(t *testing.T) {
-	port := etcdtest.FreePort(t)
+	port := 1 // nothing listens on port 1, and nothing can take it
 	for _, user := range []string{"", "someone"} {
 		t.Run("user="+user, func(t *testing.T) {
 			t.Setenv("ETCD_ENDPOINTS", fmt.Sprintf("http://127.0.0.1:%d", port))

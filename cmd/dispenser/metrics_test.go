@@ -80,7 +80,7 @@ func waitMetrics(t *testing.T, url string, want ...string) {
 // TestHealthWhileConnecting: while dispenser cannot log in to etcd, the
 // probes answer 503 saying so (not "connection refused").
 func TestHealthWhileConnecting(t *testing.T) {
-	t.Setenv("ETCD_ENDPOINTS", fmt.Sprintf("http://127.0.0.1:%d", etcdtest.FreePort(t)))
+	t.Setenv("ETCD_ENDPOINTS", "http://127.0.0.1:1") // nothing listens there
 	t.Setenv("ETCD_USERNAME", "someone")
 	t.Setenv("ETCD_PASSWORD", "pw")
 	addr := fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t))

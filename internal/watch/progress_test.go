@@ -22,7 +22,7 @@ func zapNop() *zap.Logger { return zap.NewNop() }
 func TestProgressNotifiesKeepWatchAlive(t *testing.T) {
 	s := etcdtest.Start(t)
 	o := withPrefix(fast, "/app/")
-	o.ProgressInterval = 500 * time.Millisecond
+	o.ProgressInterval = 2 * time.Second
 	h := startWatcher(t, s, o)
 	nextReset(t, h)
 	st := waitStatus(t, h.w, "3 progress notifications", func(st watch.Status) bool { return st.ProgressNotifies >= 3 })
@@ -47,7 +47,7 @@ func TestSilentEtcdTriggersProgressTimeout(t *testing.T) {
 
 	o := withPrefix(fast, "/app/")
 	o.Client = viaProxy
-	o.ProgressInterval = 500 * time.Millisecond
+	o.ProgressInterval = 2 * time.Second
 	o.RequestTimeout = time.Second
 	h := startWatcher(t, s, o)
 	nextReset(t, h)

@@ -1,7 +1,6 @@
 package fault_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestFault5StartUnreachable(t *testing.T) {
 	})
 	t.Run("initial-timeout", func(t *testing.T) {
 		dir := t.TempDir()
-		dead := fmt.Sprintf("http://127.0.0.1:%d", etcdproc.FreePort(t))
+		dead := "http://127.0.0.1:1" // nothing listens on port 1
 		d := startDispenser(t, []string{dead}, nil,
 			append([]string{"-p", "/u", "-t", dir, "-s", "HUP", "--initial-timeout=2s"}, childArgv(dir, modeServe)...)...)
 		code := d.exit(t)
