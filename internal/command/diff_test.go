@@ -114,3 +114,60 @@ func TestDiffRun(t *testing.T) {
 		t.Fatalf("after = %q, want none", ids(after))
 	}
 }
+
+// TestDiffTriggerKeepsOldTarget is issue 7 item 18: "a.b" targeted the
+// command a.b (exact match in the old scope); a.b is kept, so the entry
+// must not fall back to the regexp a.b and hit axb, which nothing targeted.
+func TestDiffTriggerKeepsOldTarget(t *testing.T) {
+	h := newHarness(t)
+	old := scripted(t, `[
+		{"id":"a.b","change":"x","remove":"@remove-ab"},
+		{"id":"axb","check":"false","remove":"@remove-axb"},
+		{"id":"c","remove":"@remove-c","onRemove":["a.b"]}]`)
+	new := scripted(t, `[{"id":"a.b","change":"x","remove":"@remove-ab"}]`)
+	before, after := Diff(old, new)
+	if got, want := ids(before)+"|"+ids(after), "axb,c|"; got != want {
+		t.Fatalf("before|after = %q, want %q", got, want)
+	}
+	if got := before[1].OnRemove; len(got) != 0 {
+		t.Fatalf("c's OnRemove = %q, want none: its only target a.b is kept", got)
+	}
+	res := h.run(before, Options{Mode: ModeDiffRemove})
+	checkErr(t, res.Err, "")
+	if got, want := h.lines(), "remove-c"; got != want {
+		t.Fatalf("trace = %q, want %q", got, want)
+	}
+	if got, want := join(res.Removed), "c"; got != want {
+		t.Fatalf("Removed = %q, want %q", got, want)
+	}
+}
+
+// TestDiffTriggerSurvivors checks that an entry is kept only when some of
+// its old targets are dropped too, and then targets only those.
+func TestDiffTriggerSurvivors(t *testing.T) {
+	old := parse(t, `[
+		{"id":"a.b","remove":"r"},
+		{"id":"x1","remove":"r"},
+		{"id":"x2","remove":"r"},
+		{"id":"x3","remove":"r"},
+		{"id":"c","remove":"r","onRemove":["a.b","x[12]"]},
+		{"id":"a.b","remove":"r2"},
+		{"id":"axb","remove":"r"},
+		{"id":"d","remove":"r","onRemove":["a.b"]}]`)
+	new := parse(t, `[{"id":"x2","remove":"r"},{"id":"a.b","remove":"r2"},{"id":"a.b","remove":"r2"}]`)
+	before, _ := Diff(old, new)
+	if got, want := ids(before), "x1,x3,c,axb,d"; got != want {
+		t.Fatalf("before = %q, want %q", got, want)
+	}
+	if err := before.Validate(); err != nil {
+		t.Fatalf("Validate(before) = %v", err)
+	}
+	// c: a.b (both old occurrences) kept → dropped; x[12] keeps x1 only.
+	if got, want := join(before[2].OnRemove), "x[12]"; got != want {
+		t.Fatalf("c OnRemove = %q, want %q", got, want)
+	}
+	// d: a.b exact in old; both kept → no entry, although axb matches a.b.
+	if got := before[4].OnRemove; len(got) != 0 {
+		t.Fatalf("d OnRemove = %q, want none", got)
+	}
+}
