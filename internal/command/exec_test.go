@@ -291,7 +291,7 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("Run took %v after cancel", elapsed)
 	}
 	checkErr(t, res.Err, `command "slow": change: context deadline exceeded`)
-	if got, want := join(res.Changed), ""; got != want {
+	if got, want := join(res.Changed), "slow"; got != want { // ran and failed
 		t.Fatalf("Changed = %q, want %q", got, want)
 	}
 }

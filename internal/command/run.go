@@ -69,10 +69,13 @@ type Output struct {
 
 // Result is the outcome of a Run.
 type Result struct {
-	// Changed lists, in order, the ids whose change succeeded (change
-	// mode) or whose check failed (check mode: "would change").
+	// Changed lists, in execution order, the ids whose change ran,
+	// including failed ones (change mode; spec §4.8), or whose check
+	// failed (check mode: "would change"). A change that could not start
+	// (bad exec.user, say) counts as failed.
 	Changed []string
-	// Removed lists the ids whose remove succeeded.
+	// Removed lists, in execution order, the ids whose remove ran,
+	// including failed ones.
 	Removed []string
 	// Events lists the fired etcha:* events in firing order.
 	Events []Event

@@ -127,20 +127,20 @@ func TestChangeMode(t *testing.T) {
 			{"id":"a","always":true,"change":"@a; exit 4","onChange":["b"]},
 			{"id":"b","change":"@b"},
 			{"id":"c","always":true,"change":"@c"}]`,
-			wantTrace: "a", wantErr: `command "a": change exited with status 4 (no output)`},
+			wantTrace: "a", wantChanged: "a", wantErr: `command "a": change exited with status 4 (no output)`},
 		{name: "onFail targets still run", js: `[
 			{"id":"a","always":true,"change":"echo boom; exit 1","onFail":["f1","etcha:failed"],"onChange":["c"]},
 			{"id":"b","always":true,"change":"@b"},
 			{"id":"f1","change":"@f1"},
 			{"id":"c","change":"@c"},
 			{"id":"f2","change":"@f2"}]`,
-			wantTrace: "f1", wantChanged: "f1", wantEvents: "failed/a/boom", wantErr: `command "a": change exited with status 1: boom`},
+			wantTrace: "f1", wantChanged: "a,f1", wantEvents: "failed/a/boom", wantErr: `command "a": change exited with status 1: boom`},
 		{name: "earlier onChange targets do not run after a failure", js: `[
 			{"id":"a","always":true,"change":"@a","onChange":["c"]},
 			{"id":"b","always":true,"change":"exit 1","onFail":["d"]},
 			{"id":"c","change":"@c"},
 			{"id":"d","change":"@d"}]`,
-			wantTrace: "a,d", wantChanged: "a,d", wantErr: `command "b"`},
+			wantTrace: "a,d", wantChanged: "a,b,d", wantErr: `command "b"`},
 		{name: "failing check is not a failure", js: `[
 			{"id":"a","check":"exit 1","change":"true","onFail":["f"]},
 			{"id":"f","change":"@f"}]`,
@@ -152,11 +152,11 @@ func TestChangeMode(t *testing.T) {
 				{"id":"rescue","change":"@rescue"}]},
 			{"id":"z","always":true,"change":"@z"},
 			{"id":"cleanup","change":"@cleanup"}]`,
-			wantTrace: "rescue,cleanup", wantChanged: "rescue,cleanup", wantErr: `command "x": change exited with status 1 (no output)`},
+			wantTrace: "rescue,cleanup", wantChanged: "x,rescue,cleanup", wantErr: `command "x": change exited with status 1 (no output)`},
 		{name: "first error kept", js: `[
 			{"id":"a","always":true,"change":"exit 1","onFail":["b"]},
 			{"id":"b","change":"exit 2"}]`,
-			wantErr: `command "a": change exited with status 1`},
+			wantChanged: "a,b", wantErr: `command "a": change exited with status 1`},
 		{name: "parent filter top level", parents: []string{""}, js: `[
 			{"id":"a","always":true,"change":"@a"},
 			{"id":"g","commands":[{"id":"x","always":true,"change":"@x"}]}]`,
@@ -225,7 +225,7 @@ func TestRemoveMode(t *testing.T) {
 		{name: "remove failure", mode: ModeRemove, js: `[
 			{"id":"a","always":true,"remove":"@a"},
 			{"id":"b","always":true,"remove":"exit 5"}]`,
-			wantErr: `command "b": remove exited with status 5`},
+			wantRemoved: "b", wantErr: `command "b": remove exited with status 5`},
 		{name: "diff removal removes unchecked", mode: ModeDiffRemove, js: `[
 			{"id":"unchecked","remove":"@remove-unchecked"},
 			{"id":"absent","check":"false","remove":"@remove-absent"},
@@ -294,5 +294,30 @@ func TestConcurrentRuns(t *testing.T) {
 		if got, want := join(res.Changed)+" "+outputOf(t, res, "b", ModeChange), "a,b a"; got != want {
 			t.Fatalf("run %d: %q, want %q", i, got, want)
 		}
+	}
+}
+
+// TestResultListsFailed is issue 7 item 20: Changed and Removed list the
+// commands whose change or remove ran, failed ones included, in execution
+// order (spec §4.8), with the start failure of a bad exec.user counted.
+func TestResultListsFailed(t *testing.T) {
+	tests := []runCase{
+		{name: "change", js: `[
+			{"id":"ok1","always":true,"change":"@ok1"},
+			{"id":"bad","always":true,"change":"@bad; exit 3","onFail":["rescue","nouser"]},
+			{"id":"skipped","always":true,"change":"@skipped"},
+			{"id":"rescue","change":"@rescue; exit 4"},
+			{"id":"nouser","change":"true","exec":{"user":"no-such-user-xyz"}}]`,
+			wantTrace: "ok1,bad,rescue", wantChanged: "ok1,bad,rescue,nouser",
+			wantErr: `command "bad": change exited with status 3 (no output)`},
+		{name: "remove", mode: ModeRemove, js: `[
+			{"id":"skipped","always":true,"remove":"@skipped"},
+			{"id":"bad","always":true,"remove":"@bad; exit 5"},
+			{"id":"ok1","always":true,"remove":"@ok1"}]`,
+			wantTrace: "ok1,bad", wantRemoved: "ok1,bad",
+			wantErr: `command "bad": remove exited with status 5 (no output)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, tt.test)
 	}
 }

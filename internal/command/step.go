@@ -71,6 +71,12 @@ func (r *runner) act(ctx context.Context, cmd *Command, eff Exec, parent string,
 	if cmd.EnvPrefix != "" {
 		r.vars[cmd.EnvPrefix+suffix+"_OUT"] = out
 	}
+	// Changed and Removed list what ran, failed or not (spec §4.8).
+	if phase == ModeRemove {
+		r.res.Removed = append(r.res.Removed, cmd.ID)
+	} else {
+		r.res.Changed = append(r.res.Changed, cmd.ID)
+	}
 	switch {
 	case err != nil:
 		r.fail(cmd.ID, fmt.Errorf("command %q: %s: %w", cmd.ID, phase, err))
@@ -79,11 +85,9 @@ func (r *runner) act(ctx context.Context, cmd *Command, eff Exec, parent string,
 		r.fail(cmd.ID, exitError(cmd.ID, phase, code, out))
 		return outcome{failed: true, output: out}
 	case phase == ModeRemove:
-		r.res.Removed = append(r.res.Removed, cmd.ID)
 		r.log.Info("Removed "+cmd.ID, "commandID", cmd.ID, "commandMode", r.mode, "parentID", parent)
 		return outcome{removed: true, output: out}
 	default:
-		r.res.Changed = append(r.res.Changed, cmd.ID)
 		msg := "Changed "
 		if cmd.Always {
 			msg = "Always changed "
