@@ -22,7 +22,9 @@ const (
 	// triggered or the check passed.
 	ModeRemove Mode = "remove"
 	// ModeDiffRemove is ModeRemove for commands dropped from a pattern
-	// (spec §4.4): a command without a check is removed unconditionally.
+	// (spec §4.4): a command without a check is removed unconditionally,
+	// one with a check only if the check passes, even when it is always
+	// or triggered (§11.12).
 	ModeDiffRemove Mode = "diffRemove"
 )
 
@@ -103,6 +105,9 @@ type Result struct {
 //     times runs once.
 //  4. The first failure is kept in Result.Err. After it only commands that
 //     a failing command (or failed group) targeted with onFail still run.
+//     In remove modes those targets (later siblings, already visited)
+//     run right after the failure, gated by their checks (spec §11.11);
+//     then the run stops.
 //
 // Run is safe to call concurrently on the same Commands; it does not
 // modify them.
@@ -170,14 +175,16 @@ type outcome struct {
 
 // scopeState tracks triggers within one scope.
 type scopeState struct {
-	by     []string // by[i] != "": triggered via that id
-	onFail []bool   // targeted by a failing command's onFail
+	by      []string // by[i] != "": triggered via that id
+	onFail  []bool   // targeted by a failing command's onFail
+	failRan []bool   // remove modes: already run as an onFail target
 }
 
 // runScope runs one scope; parents holds the ids of the enclosing groups,
 // outermost first.
 func (r *runner) runScope(ctx context.Context, scope Commands, parents []string) outcome {
-	st := scopeState{by: make([]string, len(scope)), onFail: make([]bool, len(scope))}
+	n := len(scope)
+	st := scopeState{by: make([]string, n), onFail: make([]bool, n), failRan: make([]bool, n)}
 	var agg outcome
 	for k := range scope {
 		i := k
@@ -193,11 +200,52 @@ func (r *runner) runScope(ctx context.Context, scope Commands, parents []string)
 		}
 		o := r.runOne(ctx, scope[i], parents, st.by[i])
 		r.fire(scope, i, o, &st)
-		agg.changed = agg.changed || o.changed
-		agg.removed = agg.removed || o.removed
-		agg.failed = agg.failed || o.failed
+		agg.add(o)
+		if o.failed && r.removing() {
+			r.runFailTargets(ctx, scope, i, parents, &st, &agg)
+		}
 	}
 	return agg
+}
+
+func (a *outcome) add(o outcome) {
+	a.changed = a.changed || o.changed
+	a.removed = a.removed || o.removed
+	a.failed = a.failed || o.failed
+}
+
+// runFailTargets runs, in remove modes, the onFail targets of the failed
+// scope[i] (spec §11.11). They are later siblings, which the reverse walk
+// has already visited, so they run now, in walk order (last first), in
+// the run's mode and gated by their checks as usual: they are not
+// triggered, so a target whose remove already ran is removed again only if
+// its check still passes. A failing target's own onFail targets follow in
+// the same way. Each command runs here at most once per scope. The walk
+// then stops, since the run has failed.
+func (r *runner) runFailTargets(ctx context.Context, scope Commands, i int, parents []string, st *scopeState, agg *outcome) {
+	var targets []int
+	for _, e := range scope[i].OnFail {
+		js, _ := resolve(scope, i, e, onFail) // validated in Run
+		targets = append(targets, js...)
+	}
+	slices.Sort(targets)
+	for _, j := range slices.Backward(slices.Compact(targets)) {
+		if st.failRan[j] {
+			continue
+		}
+		st.failRan[j] = true
+		if err := ctx.Err(); err != nil {
+			r.fail(scope[j].ID, fmt.Errorf("command %q: not run: %w", scope[j].ID, context.Cause(ctx)))
+			return
+		}
+		r.log.Info("Running onFail target "+scope[j].ID+" of "+scope[i].ID, "commandID", scope[j].ID, "commandMode", r.mode)
+		o := r.runOne(ctx, scope[j], parents, "")
+		r.fire(scope, j, o, st)
+		agg.add(o)
+		if o.failed {
+			r.runFailTargets(ctx, scope, j, parents, st, agg)
+		}
+	}
 }
 
 func (r *runner) runOne(ctx context.Context, cmd *Command, parents []string, by string) outcome {

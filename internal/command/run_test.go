@@ -321,3 +321,63 @@ func TestResultListsFailed(t *testing.T) {
 		t.Run(tt.name, tt.test)
 	}
 }
+
+// TestRemoveModeOnFail is issue 7 item 21 (spec §11.11): in remove mode a
+// failing command's onFail targets, later siblings the reverse walk has
+// already visited, run right after the failure, gated by their checks, and
+// then the run stops.
+func TestRemoveModeOnFail(t *testing.T) {
+	tests := []runCase{
+		{name: "remove", mode: ModeRemove, js: `[
+			{"id":"a","always":true,"remove":"@remove-a"},
+			{"id":"b","always":true,"remove":"@remove-b; exit 3","onFail":["f","g","etcha:failed"]},
+			{"id":"f","check":"@check-f","remove":"@remove-f"},
+			{"id":"g","check":"@check-g; false","remove":"@remove-g"}]`,
+			wantTrace:   "check-g,check-f,remove-f,remove-b,check-g,check-f,remove-f",
+			wantRemoved: "f,b,f", wantEvents: "failed/b/",
+			wantErr: `command "b": remove exited with status 3 (no output)`},
+		// f1's check passes only once b has run, so the walk skips it.
+		{name: "cascade", mode: ModeRemove, js: `[
+			{"id":"b","always":true,"remove":"@remove-b; touch $TRACE.b; exit 3","onFail":["f1"]},
+			{"id":"f1","check":"test -e $TRACE.b","remove":"@remove-f1; exit 4","onFail":["f2"]},
+			{"id":"f2","check":"@check-f2","remove":"@remove-f2"}]`,
+			wantTrace:   "check-f2,remove-f2,remove-b,remove-f1,check-f2,remove-f2",
+			wantRemoved: "f2,b,f1,f2", wantErr: `command "b": remove exited with status 3 (no output)`},
+		{name: "each target once", mode: ModeRemove, js: `[
+			{"id":"b","always":true,"remove":"@remove-b; touch $TRACE.b; exit 3","onFail":["f.*"]},
+			{"id":"f1","check":"test -e $TRACE.b","remove":"@remove-f1; exit 4","onFail":["f2"]},
+			{"id":"f2","check":"@check-f2","remove":"@remove-f2"}]`,
+			wantTrace:   "check-f2,remove-f2,remove-b,check-f2,remove-f2,remove-f1",
+			wantRemoved: "f2,b,f2,f1", wantErr: `command "b": remove exited with status 3 (no output)`},
+		{name: "diff removal", mode: ModeDiffRemove, js: `[
+			{"id":"x","remove":"@remove-x; false","onFail":["y"]},
+			{"id":"y","remove":"@remove-y"}]`,
+			wantTrace: "remove-y,remove-x,remove-y", wantRemoved: "y,x,y",
+			wantErr: `command "x": remove exited with status 1 (no output)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, tt.test)
+	}
+}
+
+// TestDiffRemoveAlways is issue 7 item 22 (spec §11.12): in diff removal a
+// command with a check is removed only if the check passes, even when it
+// is always (or triggered); plain remove mode keeps always forcing it.
+func TestDiffRemoveAlways(t *testing.T) {
+	js := `[
+		{"id":"gone","always":true,"check":"@check-gone; false","remove":"@remove-gone"},
+		{"id":"here","always":true,"check":"@check-here","remove":"@remove-here"},
+		{"id":"target","check":"@check-target; false","remove":"@remove-target"},
+		{"id":"c","remove":"@remove-c","onRemove":["target"]}]`
+	tests := []runCase{
+		{name: "diff removal", mode: ModeDiffRemove, js: js,
+			wantTrace:   "remove-c,check-target,check-here,remove-here,check-gone",
+			wantRemoved: "c,here"},
+		{name: "plain remove mode", mode: ModeRemove, js: js,
+			wantTrace:   "check-target,check-here,remove-here,check-gone,remove-gone",
+			wantRemoved: "here,gone"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, tt.test)
+	}
+}

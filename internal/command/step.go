@@ -39,8 +39,7 @@ func (r *runner) runCommand(ctx context.Context, cmd *Command, parent, by string
 		r.logStart(cmd, parent, by)
 		return r.act(ctx, cmd, eff, parent, ModeChange, cmd.Change)
 	default: // ModeRemove, ModeDiffRemove
-		unchecked := r.mode == ModeDiffRemove && !hasCheck
-		if !cmd.Always && !trig && !unchecked && (!hasCheck || ck != 0) {
+		if !r.needsRemove(cmd, trig, ck) {
 			return outcome{}
 		}
 		if cmd.Remove == "" {
@@ -51,6 +50,20 @@ func (r *runner) runCommand(ctx context.Context, cmd *Command, parent, by string
 		r.logStart(cmd, parent, by)
 		return r.act(ctx, cmd, eff, parent, ModeRemove, cmd.Remove)
 	}
+}
+
+// needsRemove applies the remove-mode decision rules (spec §2.5) to cmd,
+// whose check (if any) exited ck. In diff removal the check decides alone
+// (§11.12): the command is being dropped, and a failing check says there
+// is nothing left to remove, whether it is always or triggered; without a
+// check it is removed unconditionally. In plain remove mode always and
+// triggers force the removal (scenario S14).
+func (r *runner) needsRemove(cmd *Command, trig bool, ck int) bool {
+	hasCheck := cmd.Check != ""
+	if r.mode == ModeDiffRemove {
+		return !hasCheck || ck == 0
+	}
+	return cmd.Always || trig || (hasCheck && ck == 0)
 }
 
 // act runs the change (phase ModeChange) or remove (ModeRemove) script and
