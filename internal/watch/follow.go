@@ -107,8 +107,10 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 	}
 	bs := f.batches(resp.Events)
 	// etcd sends a catch-up in chunks of serverChunkRevs revisions, so a
-	// full chunk is very likely followed by another one.
-	fullChunk := len(bs) >= serverChunkRevs
+	// full chunk is very likely followed by another one. The chunk counts
+	// the revisions batches dropped (the snapshot's own, right after a
+	// resync), so count them too.
+	fullChunk := revisions(resp.Events) >= serverChunkRevs
 	for i, b := range bs {
 		b.More = i < len(bs)-1 || fullChunk
 		if !f.w.send(ctx, f.out, b) {
@@ -168,6 +170,18 @@ func (f *follower) checkProgress(wctx context.Context) string {
 // response to a watcher that is catching up (watchBatchMaxRevs in
 // go.etcd.io/etcd/server/v3/storage/mvcc, unchanged since etcd 3.0).
 const serverChunkRevs = 1000
+
+// revisions counts the distinct revisions of events, which are in revision
+// order.
+func revisions(events []*clientv3.Event) int {
+	n := 0
+	for i, ev := range events {
+		if i == 0 || ev.Kv.ModRevision != events[i-1].Kv.ModRevision {
+			n++
+		}
+	}
+	return n
+}
 
 // batches groups events into one batch per revision, in order. A watch
 // response never splits a revision (etcd only does that with WithFragment,
