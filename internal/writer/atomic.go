@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // genFormat names generation directories: ".." plus a UTC timestamp, so
@@ -24,10 +27,14 @@ func isGenName(name string) bool {
 //  2. decide per valid key whether its file can be carried over;
 //  3. if the set or any content differs, build the next generation (hard
 //     links for unchanged files, fresh files otherwise) and commit it with
-//     one rename of ..data_tmp over ..data;
+//     one rename of a temporary symlink over ..data;
 //  4. remove files a plain-layout run left (manifest), then add and remove
-//     top-level symlinks "<name>" → "..data/<name>";
+//     top-level symlinks "<name>" → "..data/<name>"; a name that cannot be
+//     made a symlink makes its keys unwritable, not the batch fail;
 //  5. remove old generations.
+//
+// A failure before the commit leaves nothing visible, so the result then
+// counts nothing.
 func (s *state) atomic() error {
 	w := s.w
 	cur, err := s.currentGen() // (1)
@@ -48,14 +55,16 @@ func (s *state) atomic() error {
 	next := cur
 	if changed { // (3)
 		if next, err = s.buildGen(cur, keep); err != nil {
+			s.res, s.wrote = Result{}, map[string]bool{}
 			return err
 		}
 		if err := s.swap(next); err != nil {
-			s.root.RemoveAll(next)
+			s.removeGen(next)
+			s.res, s.wrote = Result{}, map[string]bool{}
 			return err
 		}
 		w.gen = next
-		if err := s.syncDir("."); err != nil {
+		if err := s.syncDir(s.top.fds["."], "target"); err != nil {
 			return err
 		}
 	}
@@ -67,52 +76,63 @@ func (s *state) atomic() error {
 }
 
 // currentGen returns the generation ..data points at, or "" if there is
-// none. A ..data that is not a symlink is moved aside.
+// none or it is not a directory the writer owns. A ..data that is not a
+// symlink is moved aside.
 func (s *state) currentGen() (string, error) {
-	fi, err := s.root.Lstat(dataLink)
-	if errors.Is(err, fs.ErrNotExist) {
+	top := s.top.fds["."]
+	st, err := lstatAt(top, dataLink)
+	if errors.Is(err, unix.ENOENT) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("inspect %s: %w", dataLink, err)
 	}
-	if fi.Mode()&fs.ModeSymlink == 0 {
-		return "", s.clearUnmanaged(dataLink, dataLink, fi)
+	if !isLink(&st) {
+		return "", s.clearUnmanaged(top, dataLink, dataLink, dataLink, &st)
 	}
-	gen, err := s.root.Readlink(dataLink)
+	gen, err := readlinkAt(top, dataLink)
 	if err != nil {
 		return "", fmt.Errorf("inspect %s: %w", dataLink, err)
 	}
 	if !isGenName(gen) {
 		return "", nil
 	}
-	if fi, err := s.root.Lstat(gen); err != nil || !fi.IsDir() {
+	if _, err := s.top.open(gen); err != nil || int(s.top.st[gen].Uid) != s.w.euid {
 		return "", nil
 	}
 	return gen, nil
 }
 
-// listGen returns the regular files in generation gen.
+// listGen returns the regular files in generation gen, walking it through
+// descriptors.
 func (s *state) listGen(gen string) (map[string]bool, error) {
 	files := make(map[string]bool)
 	if gen == "" {
 		return files, nil
 	}
-	sub, err := s.root.OpenRoot(gen)
-	if err != nil {
-		return nil, fmt.Errorf("read generation %s: %w", gen, err)
-	}
-	defer sub.Close()
-	err = fs.WalkDir(sub.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	var walk func(rel string) error
+	walk = func(rel string) error {
+		fd, err := s.top.open(path.Join(gen, rel))
 		if err != nil {
 			return err
 		}
-		if d.Type().IsRegular() {
-			files[p] = true
+		entries, err := listDir(fd)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			p := path.Join(rel, e.Name())
+			if e.Type().IsRegular() {
+				files[p] = true
+			} else if e.IsDir() {
+				if err := walk(p); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	if err := walk("."); err != nil {
 		return nil, fmt.Errorf("read generation %s: %w", gen, err)
 	}
 	return files, nil
@@ -120,7 +140,8 @@ func (s *state) listGen(gen string) (map[string]bool, error) {
 
 // plan returns the valid keys whose file in cur can be hard-linked into the
 // next generation, and whether a next generation is needed at all. It counts
-// files that will disappear in s.res.Removed.
+// files that will disappear in s.res.Removed (not those of keys that were
+// unwritable, which readers never saw).
 func (s *state) plan(cur string, old map[string]bool, trusted bool) (keep map[string]bool, changed bool) {
 	w := s.w
 	keep = make(map[string]bool, len(s.valid))
@@ -129,8 +150,7 @@ func (s *state) plan(cur string, old map[string]bool, trusted bool) (keep map[st
 			changed = true
 			continue
 		}
-		if trusted && bytes.Equal(w.disk[k], w.desired[k]) ||
-			!trusted && s.matches(cur+"/"+k, w.desired[k]) {
+		if trusted && bytes.Equal(w.disk[k], w.desired[k]) || !trusted && s.matchesIn(cur, k) {
 			keep[k] = true
 		} else {
 			changed = true
@@ -143,10 +163,19 @@ func (s *state) plan(cur string, old map[string]bool, trusted bool) (keep map[st
 	for k := range old {
 		if !valid[k] {
 			changed = true
-			s.res.Removed++
+			if _, bad := w.bad[k]; !bad {
+				s.res.Removed++
+			}
 		}
 	}
 	return keep, changed
+}
+
+// matchesIn reports whether key's file in generation gen is up to date.
+func (s *state) matchesIn(gen, key string) bool {
+	dir, base := split(key)
+	fd, err := s.top.open(path.Join(gen, dir))
+	return err == nil && s.matches(fd, base, s.w.desired[key])
 }
 
 // buildGen creates the next generation directory holding every valid key.
@@ -157,36 +186,39 @@ func (s *state) buildGen(cur string, keep map[string]bool) (string, error) {
 		return "", err
 	}
 	if err := s.fillGen(gen, cur, keep); err != nil {
-		s.root.RemoveAll(gen)
+		s.removeGen(gen)
 		return "", err
 	}
 	return gen, nil
 }
 
-// fillGen creates the files and directories of generation gen.
+// fillGen creates the files and directories of generation gen, each
+// relative to the descriptor of its directory.
 func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 	dirs := []string{gen}
-	made := make(map[string]bool)
 	for _, k := range s.valid {
 		for _, d := range parents(k) {
-			if !made[d] {
-				if err := s.mkdir(gen + "/" + d); err != nil {
+			if g := gen + "/" + d; !s.top.has(g) {
+				if err := s.mkdir(s.top, g); err != nil {
 					return err
 				}
-				made[d] = true
-				dirs = append(dirs, gen+"/"+d)
+				dirs = append(dirs, g)
 			}
 		}
-		if keep[k] && s.root.Link(cur+"/"+k, gen+"/"+k) == nil {
-			continue
+		dir, base := split(k)
+		gfd := s.top.fds[path.Join(gen, dir)]
+		if keep[k] {
+			if cfd, err := s.top.open(path.Join(cur, dir)); err == nil && unix.Linkat(cfd, base, gfd, base, 0) == nil {
+				continue
+			}
 		}
-		if err := s.writeNew(gen+"/"+k, s.w.desired[k]); err != nil {
+		if _, err := s.writeNew(gfd, base, gen+"/"+k, s.w.desired[k]); err != nil {
 			return err
 		}
-		s.res.Written++
+		s.wrote[k] = true
 	}
 	for _, d := range dirs {
-		if err := s.syncDir(d); err != nil {
+		if err := s.syncDir(s.top.fds[d], d); err != nil {
 			return err
 		}
 	}
@@ -200,41 +232,51 @@ func (s *state) newGenDir() (string, error) {
 		if i > 0 {
 			name += "_" + strconv.Itoa(i)
 		}
-		err := s.mkdir(name)
-		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
+		err := s.mkdir(s.top, name)
+		if err == nil || !errors.Is(err, unix.EEXIST) || i == 100 {
 			return name, err
 		}
 	}
 }
 
-// swap points ..data at gen with one rename, the commit point. On error
-// ..data is unchanged.
+// removeGen removes generation gen, which this run created.
+func (s *state) removeGen(gen string) {
+	s.top.forget(gen)
+	s.removeOwn(s.top.fds["."], gen, unix.S_IFDIR)
+}
+
+// swap points ..data at gen with one rename of a fresh temporary symlink,
+// the commit point. On error ..data is unchanged. The temporary name is
+// random, so nothing left at a fixed name can block the swap.
 func (s *state) swap(gen string) error {
-	if err := s.root.Remove(dataTmpLink); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", dataTmpLink, err)
+	top := s.top.fds["."]
+	tmp := tempName(tmpPrefix + "data")
+	if err := unix.Symlinkat(gen, top, tmp); err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	if err := s.root.Symlink(gen, dataTmpLink); err != nil {
-		return fmt.Errorf("create %s: %w", dataTmpLink, err)
-	}
-	if err := s.root.Rename(dataTmpLink, dataLink); err != nil {
-		s.root.Remove(dataTmpLink)
+	if err := unix.Renameat(top, tmp, top, dataLink); err != nil {
+		s.removeOwn(top, tmp, unix.S_IFLNK)
 		return fmt.Errorf("switch %s to %s: %w", dataLink, gen, err)
 	}
 	return nil
 }
 
 // topLevel makes the top-level symlinks match the valid keys. When trusted,
-// only names that appeared or vanished since the last call are touched;
-// otherwise the whole target is scanned, plain-layout leftovers are removed
-// and every symlink is checked.
+// only names that appeared or vanished since the last call, or that could
+// not be linked last time, are touched; otherwise the whole target is
+// scanned, plain-layout leftovers are removed and every symlink is checked.
 func (s *state) topLevel(old map[string]bool, trusted bool) error {
-	want := make(map[string]bool)
+	want := make(map[string][]string)
 	for _, k := range s.valid {
-		want[topName(k)] = true
+		want[topName(k)] = append(want[topName(k)], k)
 	}
 	had := make(map[string]bool)
 	for k := range old {
 		had[topName(k)] = true
+	}
+	retry := make(map[string]bool)
+	for k := range s.w.bad {
+		retry[topName(k)] = true
 	}
 	var m *manifest
 	if !trusted {
@@ -246,22 +288,34 @@ func (s *state) topLevel(old map[string]bool, trusted bool) error {
 			return err
 		}
 	}
-	for name := range want {
-		if trusted && had[name] {
+	for name, keys := range want {
+		if trusted && had[name] && !retry[name] {
 			continue
 		}
-		if err := s.ensureLink(name, m); err != nil {
+		err := s.ensureLink(name, m)
+		switch {
+		case err != nil && isBatchErr(err):
 			return err
+		case err != nil:
+			for _, k := range keys {
+				s.unwritable(k, fmt.Sprintf("%v; dispenser needs %q to be a symlink it can replace: unmount or remove what is there", err, name))
+			}
+		case retry[name]:
+			for _, k := range keys {
+				if _, bad := s.w.bad[k]; bad {
+					s.wrote[k] = true // visible for the first time
+				}
+			}
 		}
 	}
 	for name := range had {
-		if !want[name] {
+		if want[name] == nil {
 			if err := s.removeOurLink(name); err != nil {
 				return err
 			}
 		}
 	}
-	return s.syncDir(".")
+	return s.syncDir(s.top.fds["."], "target")
 }
 
 // scanTop adds to had every top-level symlink into ..data, so stale ones an
@@ -274,7 +328,7 @@ func (s *state) scanTop(had map[string]bool) error {
 	s.removeReservedLeftovers(entries)
 	for _, e := range entries {
 		if n := e.Name(); e.Type()&fs.ModeSymlink != 0 && !strings.HasPrefix(n, "..") {
-			if t, err := s.root.Readlink(n); err == nil && t == dataLink+"/"+n {
+			if t, err := readlinkAt(s.top.fds["."], n); err == nil && t == dataLink+"/"+n {
 				had[n] = true
 			}
 		}
@@ -285,27 +339,29 @@ func (s *state) scanTop(had map[string]bool) error {
 // ensureLink makes name a symlink to ..data/name. Something else in its place
 // is replaced, with a warning unless it is a plain-layout leftover.
 func (s *state) ensureLink(name string, m *manifest) error {
+	top := s.top.fds["."]
 	target := dataLink + "/" + name
-	fi, err := s.root.Lstat(name)
+	st, err := lstatAt(top, name)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := s.root.Symlink(target, name); err != nil {
+	case errors.Is(err, unix.ENOENT):
+		if err := unix.Symlinkat(target, top, name); err != nil {
 			return fmt.Errorf("create symlink %s: %w", name, err)
 		}
 		s.res.Changed = true
 		return nil
 	case err != nil:
 		return fmt.Errorf("inspect %s: %w", name, err)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		if t, err := s.root.Readlink(name); err == nil && t == target {
+	case isLink(&st):
+		if t, err := readlinkAt(top, name); err == nil && t == target {
 			return nil
 		}
 		s.w.log.Warn("replacing symlink dispenser did not create", "key", name, "path", name)
-	case fi.IsDir():
-		if err := s.clearUnmanaged(name, name, fi); err != nil {
+	case isDir(&st):
+		s.top.forget(name)
+		if err := s.clearUnmanaged(top, name, name, name, &st); err != nil {
 			return err
 		}
-		if err := s.root.Symlink(target, name); err != nil {
+		if err := unix.Symlinkat(target, top, name); err != nil {
 			return fmt.Errorf("create symlink %s: %w", name, err)
 		}
 		s.res.Changed = true
@@ -314,27 +370,29 @@ func (s *state) ensureLink(name string, m *manifest) error {
 		s.w.log.Warn("replacing file dispenser did not create", "key", name, "path", name)
 	}
 	s.res.Changed = true
-	return s.replaceWithSymlink(target, name)
+	return replaceWithSymlink(top, target, name)
 }
 
 // removeOurLink removes name if it is a symlink into ..data.
 func (s *state) removeOurLink(name string) error {
-	t, err := s.root.Readlink(name)
+	top := s.top.fds["."]
+	t, err := readlinkAt(top, name)
 	if err != nil || t != dataLink+"/"+name {
 		return nil
 	}
-	if err := s.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := unix.Unlinkat(top, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
 }
 
-// removeOldGens removes generations other than next: just the previous one
-// when trusted, every one found otherwise. Failures are left for next time.
+// removeOldGens removes generations other than next that the writer owns:
+// just the previous one when trusted, every one found otherwise. Failures
+// are left for next time.
 func (s *state) removeOldGens(cur, next string, trusted bool) {
 	if trusted {
 		if cur != "" && cur != next {
-			s.root.RemoveAll(cur)
+			s.removeGen(cur)
 		}
 		return
 	}
@@ -344,7 +402,7 @@ func (s *state) removeOldGens(cur, next string, trusted bool) {
 	}
 	for _, e := range entries {
 		if n := e.Name(); isGenName(n) && n != next && e.IsDir() {
-			s.root.RemoveAll(n)
+			s.removeGen(n)
 		}
 	}
 }
@@ -352,7 +410,7 @@ func (s *state) removeOldGens(cur, next string, trusted bool) {
 // clearPlainLeftovers removes what a plain-layout run recorded in its
 // manifest, except top-level files a key replaces with a symlink (ensureLink
 // does that atomically). Files no key keeps are counted as removed.
-func (s *state) clearPlainLeftovers(want, old map[string]bool) (*manifest, error) {
+func (s *state) clearPlainLeftovers(want map[string][]string, old map[string]bool) (*manifest, error) {
 	m, err := s.readManifest()
 	if err != nil || m == nil {
 		return nil, err
@@ -362,7 +420,7 @@ func (s *state) clearPlainLeftovers(want, old map[string]bool) (*manifest, error
 		valid[k] = true
 	}
 	for f := range m.Files {
-		if !strings.Contains(f, "/") && want[f] {
+		if !strings.Contains(f, "/") && want[f] != nil {
 			continue
 		}
 		existed, err := s.removeFile(f)
@@ -374,7 +432,7 @@ func (s *state) clearPlainLeftovers(want, old map[string]bool) (*manifest, error
 		}
 	}
 	s.removeEmptyDirs(m.dirList())
-	if err := s.root.Remove(manifestName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := s.removeOwn(s.top.fds["."], manifestName, unix.S_IFREG); err != nil {
 		return nil, fmt.Errorf("remove %s: %w", manifestName, err)
 	}
 	return m, nil

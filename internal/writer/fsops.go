@@ -5,14 +5,15 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reserved names in the target. Every one starts with "..".
@@ -24,14 +25,23 @@ const (
 	asidePrefix  = "..displaced-"
 )
 
-const osCreateNew = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+// Flags for openat. Every open refuses a symlink in the last component; the
+// components before it are descriptors already checked.
+const (
+	oDir  = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	oRead = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	oNew  = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+)
 
 // state is one reconcile run: the open target and what it has done so far.
 type state struct {
 	w     *Writer
-	root  *os.Root
+	top   *tree    // the target directory and the real directories below it
+	cur   *tree    // atomic: the current generation, or nil
 	valid []string // valid desired keys, sorted
 	res   Result
+	wrote map[string]bool      // keys whose file was (re)written
+	bad   map[string]Rejection // keys found unwritable in this run
 }
 
 // tempName returns prefix plus a random suffix, short enough for NAME_MAX.
@@ -42,160 +52,343 @@ func tempName(prefix string) string {
 	return prefix + "-" + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// writeNew creates name (which must not exist) with data, then sets mode and
-// owner explicitly: the umask and the process's ids must not matter.
-func (s *state) writeNew(name string, data []byte) (err error) {
-	o := s.w.opts
-	f, err := s.root.OpenFile(name, osCreateNew, 0o600)
+// tree holds descriptors of a directory and of real directories below it,
+// each opened relative to its parent with O_NOFOLLOW and kept for the run,
+// so no directory name is resolved twice.
+type tree struct {
+	fds map[string]int // "." is the root
+	st  map[string]unix.Stat_t
+}
+
+func newTree(fd int) (*tree, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &tree{fds: map[string]int{".": fd}, st: map[string]unix.Stat_t{".": st}}, nil
+}
+
+// open returns the descriptor of directory d, opening it and its parents if
+// needed. It fails (ELOOP, ENOTDIR, ENOENT) unless every component is a real
+// directory.
+func (t *tree) open(d string) (int, error) {
+	if fd, ok := t.fds[d]; ok {
+		return fd, nil
+	}
+	pfd, err := t.open(path.Dir(d))
 	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+		return -1, err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s: %w", name, cerr)
-		}
-		if err != nil {
-			s.root.Remove(name)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+	fd, err := openDir(pfd, path.Base(d))
+	if err != nil {
+		return -1, err
 	}
-	if err := f.Chmod(o.FileMode); err != nil {
-		return fmt.Errorf("chmod %s: %w", name, err)
+	return fd, t.add(d, fd)
+}
+
+func (t *tree) has(d string) bool {
+	_, ok := t.fds[d]
+	return ok
+}
+
+func (t *tree) add(d string, fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
 	}
-	if o.UID != -1 || o.GID != -1 {
-		if err := f.Chown(o.UID, o.GID); err != nil {
-			return fmt.Errorf("chown %s: %w", name, err)
-		}
-	}
-	if o.Fsync {
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", name, err)
-		}
-	}
+	t.fds[d], t.st[d] = fd, st
 	return nil
 }
 
-// matches reports whether name is a regular file with content data and the
-// configured mode and owner. Any error counts as a mismatch: the following
-// write reports the real problem.
-func (s *state) matches(name string, data []byte) bool {
-	fi, err := s.root.Lstat(name)
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(data)) || !s.attrsOK(fi) {
-		return false
+// forget closes d and everything below it, after d was moved or removed.
+func (t *tree) forget(d string) {
+	for p, fd := range t.fds {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			unix.Close(fd)
+			delete(t.fds, p)
+			delete(t.st, p)
+		}
 	}
-	got, err := s.root.ReadFile(name)
-	return err == nil && bytes.Equal(got, data)
 }
 
-func (s *state) attrsOK(fi fs.FileInfo) bool {
+func (t *tree) close() {
+	if t != nil {
+		for _, fd := range t.fds {
+			unix.Close(fd)
+		}
+	}
+}
+
+func openDir(dirfd int, name string) (int, error) {
+	return unix.Openat(dirfd, name, oDir, 0)
+}
+
+func lstatAt(dirfd int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+func isDir(st *unix.Stat_t) bool  { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+func isReg(st *unix.Stat_t) bool  { return st.Mode&unix.S_IFMT == unix.S_IFREG }
+func isLink(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFLNK }
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// listDir returns the entries of the directory open as fd, without using
+// up fd.
+func listDir(fd int) ([]os.DirEntry, error) {
+	dup, err := unix.Openat(fd, ".", oDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), ".")
+	defer f.Close()
+	return f.ReadDir(-1)
+}
+
+// split returns the directory of name ("." at the top) and its last segment.
+func split(name string) (string, string) {
+	return path.Dir(name), path.Base(name)
+}
+
+// fileGID is the group every file and directory the writer creates gets:
+// explicit, so a setgid parent cannot choose it.
+func (w *Writer) fileGID() int {
+	if w.opts.GID != -1 {
+		return w.opts.GID
+	}
+	return w.egid
+}
+
+// ownedFile reports whether st could be a file the writer made: owned by
+// the configured owner or by the writer's own uid.
+func (w *Writer) ownedFile(st *unix.Stat_t) bool {
+	return int(st.Uid) == w.euid || w.opts.UID != -1 && int(st.Uid) == w.opts.UID
+}
+
+// writeNew creates name in directory dirfd (it must not exist) with data,
+// then sets owner and mode on the descriptor: chown first, since it may
+// clear mode bits, and the group explicitly. It returns the new file's stat.
+func (s *state) writeNew(dirfd int, name, shown string, data []byte) (st unix.Stat_t, err error) {
 	o := s.w.opts
-	if fi.Mode().Perm() != o.FileMode || fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
+	fd, err := unix.Openat(dirfd, name, oNew, 0o600)
+	if err != nil {
+		return st, fmt.Errorf("write %s: %w", shown, err)
+	}
+	f := os.NewFile(uintptr(fd), shown)
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", shown, cerr)
+		}
+		if err != nil {
+			removeSame(dirfd, name, &st)
+		}
+	}()
+	if err := unix.Fstat(fd, &st); err != nil {
+		return st, fmt.Errorf("write %s: %w", shown, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return st, fmt.Errorf("write %s: %w", shown, err)
+	}
+	if err := f.Chown(o.UID, s.w.fileGID()); err != nil {
+		return st, fmt.Errorf("chown %s: %w", shown, err)
+	}
+	if err := f.Chmod(o.FileMode); err != nil {
+		return st, fmt.Errorf("chmod %s: %w", shown, err)
+	}
+	if o.Fsync {
+		if err := f.Sync(); err != nil {
+			return st, fmt.Errorf("fsync %s: %w", shown, err)
+		}
+	}
+	return st, nil
+}
+
+// removeSame unlinks name in dirfd if it is still the inode st describes.
+func removeSame(dirfd int, name string, st *unix.Stat_t) {
+	if now, err := lstatAt(dirfd, name); err == nil && st.Ino != 0 && now.Ino == st.Ino && now.Dev == st.Dev {
+		unix.Unlinkat(dirfd, name, 0)
+	}
+}
+
+// matches reports whether name in dirfd is a regular file with content
+// data and the configured mode and owner. Any error counts as a mismatch:
+// the following write reports the real problem.
+func (s *state) matches(dirfd int, name string, data []byte) bool {
+	fd, err := unix.Openat(dirfd, name, oRead, 0)
+	if err != nil {
 		return false
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return true
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || !isReg(&st) || st.Size != int64(len(data)) || !s.attrsOK(&st) {
+		return false
+	}
+	got := make([]byte, len(data)+1)
+	n, err := io.ReadFull(f, got)
+	return n == len(data) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && bytes.Equal(got[:n], data)
+}
+
+func (s *state) attrsOK(st *unix.Stat_t) bool {
+	o := s.w.opts
+	if os.FileMode(st.Mode&0o777) != o.FileMode || st.Mode&(unix.S_ISUID|unix.S_ISGID|unix.S_ISVTX) != 0 {
+		return false
 	}
 	return (o.UID == -1 || int(st.Uid) == o.UID) && (o.GID == -1 || int(st.Gid) == o.GID)
 }
 
-// mkdir creates directory name with the configured mode, applied explicitly.
-func (s *state) mkdir(name string) error {
-	if err := s.root.Mkdir(name, 0o700); err != nil {
-		return fmt.Errorf("create directory %s: %w", name, err)
+// mkdir creates directory d of tree t with the configured mode, owner and
+// group, and adds it to t. It opens the new directory once and checks that
+// it is the one it made (the writer's, private, empty) before chown and
+// chmod on the descriptor: a name swapped in between cannot redirect them.
+func (s *state) mkdir(t *tree, d string) error {
+	dir, base := split(d)
+	pfd, err := t.open(dir)
+	if err != nil {
+		return fmt.Errorf("create directory %s: %w", d, err)
 	}
-	if err := s.root.Chmod(name, s.w.opts.DirMode); err != nil {
-		return fmt.Errorf("chmod %s: %w", name, err)
+	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+		return fmt.Errorf("create directory %s: %w", d, err)
+	}
+	fd, err := openDir(pfd, base)
+	if err != nil {
+		return fmt.Errorf("create directory %s: %w", d, err)
+	}
+	if err := t.add(d, fd); err != nil {
+		return fmt.Errorf("create directory %s: %w", d, err)
+	}
+	st := t.st[d]
+	if int(st.Uid) != s.w.euid || st.Mode&0o077 != 0 || st.Nlink != 2 || !emptyDir(fd) {
+		t.forget(d)
+		return fmt.Errorf("create directory %s: %w (another process replaced it; check who writes into the target)", d, unix.EEXIST)
+	}
+	if err := unix.Fchown(fd, -1, s.w.fileGID()); err != nil {
+		return fmt.Errorf("chown %s: %w", d, err)
+	}
+	if err := unix.Fchmod(fd, uint32(s.w.opts.DirMode)); err != nil {
+		return fmt.Errorf("chmod %s: %w", d, err)
 	}
 	return nil
 }
 
-// syncDir fsyncs directory name if Fsync is set.
-func (s *state) syncDir(name string) error {
+func emptyDir(fd int) bool {
+	entries, err := listDir(fd)
+	return err == nil && len(entries) == 0
+}
+
+// syncDir fsyncs the directory open as fd if Fsync is set.
+func (s *state) syncDir(fd int, shown string) error {
 	if !s.w.opts.Fsync {
 		return nil
 	}
-	f, err := s.root.Open(name)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", name, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", name, err)
+	if err := unix.Fsync(fd); err != nil {
+		return fmt.Errorf("fsync %s: %w", shown, err)
 	}
 	return nil
 }
 
 // clearUnmanaged gets an entry the writer did not create out of the way of
-// key. Symlinks are removed (that deletes no data); files and directories
-// are renamed aside to a reserved "..displaced-" name, so nothing is lost.
-func (s *state) clearUnmanaged(key, name string, fi fs.FileInfo) error {
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		s.w.log.Warn("removing symlink dispenser did not create, a key needs its name", "key", key, "path", name)
-		if err := s.root.Remove(name); err != nil {
-			return fmt.Errorf("remove %s: %w", name, err)
+// key: name in dirfd, shown as shown. Symlinks are removed (that deletes no
+// data); anything else is renamed aside to a reserved "..displaced-" name,
+// so nothing is lost.
+func (s *state) clearUnmanaged(dirfd int, key, name, shown string, st *unix.Stat_t) error {
+	if isLink(st) {
+		s.w.log.Warn("removing symlink dispenser did not create, a key needs its name", "key", key, "path", shown)
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove %s: %w", shown, err)
 		}
 		return nil
 	}
-	aside := path.Join(path.Dir(name), tempName(asidePrefix+path.Base(name)))
-	s.w.log.Warn("moving aside an entry dispenser did not create, a key needs its name", "key", key, "path", name, "moved_to", aside)
-	if err := s.root.Rename(name, aside); err != nil {
-		return fmt.Errorf("move %s aside: %w", name, err)
+	aside := tempName(asidePrefix + name)
+	s.w.log.Warn("moving aside an entry dispenser did not create, a key needs its name", "key", key, "path", shown,
+		"moved_to", path.Join(path.Dir(shown), aside))
+	if err := unix.Renameat(dirfd, name, dirfd, aside); err != nil {
+		return fmt.Errorf("move %s aside: %w", shown, err)
 	}
 	return nil
 }
 
-// replaceWithSymlink makes name a symlink to target, atomically replacing a
-// file or symlink already there.
-func (s *state) replaceWithSymlink(target, name string) error {
-	tmp := path.Join(path.Dir(name), tempName(tmpPrefix+"link"))
-	if err := s.root.Symlink(target, tmp); err != nil {
+// replaceWithSymlink makes name in dirfd a symlink to target, atomically
+// replacing a file or symlink already there.
+func replaceWithSymlink(dirfd int, target, name string) error {
+	tmp := tempName(tmpPrefix + "link")
+	if err := unix.Symlinkat(target, dirfd, tmp); err != nil {
 		return fmt.Errorf("create symlink %s: %w", name, err)
 	}
-	if err := s.root.Rename(tmp, name); err != nil {
-		s.root.Remove(tmp)
-		return fmt.Errorf("create symlink %s: %w", name, err)
-	}
-	return nil
-}
-
-// removeFile removes a non-directory, reporting whether it existed. It does
-// nothing if a parent is not a real directory: a symlink there could lead
-// into the current generation.
-func (s *state) removeFile(name string) (bool, error) {
-	for _, d := range parents(name) {
-		if fi, err := s.root.Lstat(d); err != nil || !fi.IsDir() {
-			return false, nil
+	if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
+		if t, lerr := readlinkAt(dirfd, tmp); lerr == nil && t == target {
+			unix.Unlinkat(dirfd, tmp, 0)
 		}
+		return fmt.Errorf("create symlink %s: %w", name, err)
 	}
-	fi, err := s.root.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
+	return nil
+}
+
+// removeFile removes a file the writer made, reporting whether it existed.
+// It does nothing unless every parent is a real directory (a symlink there
+// could lead into the current generation) and the entry is a non-directory
+// owned by the writer or the configured owner.
+func (s *state) removeFile(name string) (bool, error) {
+	dir, base := split(name)
+	pfd, err := s.top.open(dir)
+	if err != nil {
+		return false, nil
+	}
+	st, err := lstatAt(pfd, base)
+	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("remove %s: %w", name, err)
 	}
-	if fi.IsDir() {
+	if isDir(&st) || !s.w.ownedFile(&st) {
 		return false, nil
 	}
-	if err := s.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := unix.Unlinkat(pfd, base, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return false, fmt.Errorf("remove %s: %w", name, err)
 	}
 	return true, nil
 }
 
 // removeEmptyDirs removes the given directories deepest first if they are
-// empty, returning those that are gone.
+// empty real directories the writer owns, reached through real directories;
+// rmdir never removes a file. It returns those that are gone, or are no
+// longer directories (so no longer the writer's).
 func (s *state) removeEmptyDirs(dirs []string) map[string]bool {
 	sorted := append([]string(nil), dirs...)
 	sortDeepestFirst(sorted)
 	gone := make(map[string]bool)
 	for _, d := range sorted {
-		err := s.root.Remove(d)
-		if err == nil || errors.Is(err, fs.ErrNotExist) {
+		dir, base := split(d)
+		pfd, err := s.top.open(dir)
+		if err != nil {
+			gone[d] = errors.Is(err, unix.ENOENT)
+			continue
+		}
+		st, err := lstatAt(pfd, base)
+		switch {
+		case errors.Is(err, unix.ENOENT) || err == nil && !isDir(&st):
 			gone[d] = true
+		case err == nil && int(st.Uid) == s.w.euid:
+			s.top.forget(d)
+			err = unix.Unlinkat(pfd, base, unix.AT_REMOVEDIR)
+			gone[d] = err == nil || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 		}
 	}
 	return gone
@@ -230,22 +423,81 @@ func topName(key string) string {
 }
 
 // removeReservedLeftovers removes temp entries left at the top of the target
-// by a crashed run.
-func (s *state) removeReservedLeftovers(entries []fs.DirEntry) {
+// by a crashed run, if they are what the writer makes there.
+func (s *state) removeReservedLeftovers(entries []os.DirEntry) {
 	for _, e := range entries {
 		if n := e.Name(); strings.HasPrefix(n, tmpPrefix) || n == dataTmpLink {
-			s.root.RemoveAll(n)
+			s.removeOwn(s.top.fds["."], n, unix.S_IFLNK, unix.S_IFREG)
 		}
 	}
 }
 
-func (s *state) readTop() ([]fs.DirEntry, error) {
-	f, err := s.root.Open(".")
+// removeOwn removes name in dirfd, recursively if it is a directory, but
+// only if it is owned by the writer's uid and of one of the given types
+// (S_IFDIR, S_IFREG, S_IFLNK): reserved names alone do not make an entry
+// the writer's. A directory is checked on its open descriptor and emptied
+// through it.
+func (s *state) removeOwn(dirfd int, name string, types ...uint32) error {
+	st, err := lstatAt(dirfd, name)
 	if err != nil {
-		return nil, fmt.Errorf("read target: %w", err)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
 	}
-	defer f.Close()
-	entries, err := f.ReadDir(-1)
+	if int(st.Uid) != s.w.euid || !slices.Contains(types, st.Mode&unix.S_IFMT) {
+		return nil
+	}
+	if !isDir(&st) {
+		return unix.Unlinkat(dirfd, name, 0)
+	}
+	fd, err := openDir(dirfd, name)
+	if err != nil {
+		return err
+	}
+	if unix.Fstat(fd, &st) != nil || int(st.Uid) != s.w.euid {
+		unix.Close(fd)
+		return nil
+	}
+	err = emptyTree(fd)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// emptyTree removes everything in the directory open as fd, never
+// following a symlink.
+func emptyTree(fd int) error {
+	entries, err := listDir(fd)
+	for _, e := range entries {
+		n := e.Name()
+		if !e.IsDir() {
+			if uerr := unix.Unlinkat(fd, n, 0); err == nil && uerr != nil && !errors.Is(uerr, unix.ENOENT) {
+				err = uerr
+			}
+			continue
+		}
+		sub, oerr := openDir(fd, n)
+		if oerr != nil {
+			err = cmp.Or(err, oerr)
+			continue
+		}
+		err = cmp.Or(err, emptyTree(sub))
+		unix.Close(sub)
+		if rerr := unix.Unlinkat(fd, n, unix.AT_REMOVEDIR); err == nil && rerr != nil && !errors.Is(rerr, unix.ENOENT) {
+			err = rerr
+		}
+	}
+	return err
+}
+
+func (s *state) readTop() ([]os.DirEntry, error) {
+	entries, err := listDir(s.top.fds["."])
 	if err != nil {
 		return nil, fmt.Errorf("read target: %w", err)
 	}

@@ -23,6 +23,11 @@ const (
 	ReasonDotSegment   = "dot-segment"
 	ReasonReserved     = "reserved"
 	ReasonConflict     = "conflict"
+	// ReasonUnwritable: the key is valid but its file could not be written
+	// (a directory in the way that cannot be moved, such as a mount point;
+	// a parent directory another user owns; an I/O error on its file).
+	// The writer retries it on every later call.
+	ReasonUnwritable = "unwritable"
 )
 
 // Rejection says why a key is not written. It is also the error returned by

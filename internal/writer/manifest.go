@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"maps"
+	"os"
 	"slices"
+
+	"golang.org/x/sys/unix"
 )
 
 // manifest is the plain layout's record of the files and directories the
@@ -66,14 +69,52 @@ func (m *manifest) encode() string {
 	return string(b)
 }
 
-// readManifest reads the manifest, returning nil if there is none. A
-// corrupt manifest is logged and treated as empty; entries that are not
-// valid keys are dropped, so a tampered manifest cannot direct removals.
+// maxManifest bounds the manifest the writer reads: far above what 10,000
+// keys need, far below what could exhaust memory.
+const maxManifest = 64 << 20
+
+// readManifest reads the manifest, returning nil if there is none. The
+// manifest is trusted only if it is a regular file the writer's uid owns,
+// not writable by group or others, and at most maxManifest bytes; anything
+// else (a file another user planted, a FIFO, a symlink) is logged, moved
+// aside and treated as absent. It is opened with O_NOFOLLOW|O_NONBLOCK, so
+// neither a symlink nor a FIFO can redirect or block the writer. A corrupt
+// manifest is logged and treated as empty; entries that are not valid keys
+// are dropped, so a tampered manifest cannot direct removals.
 func (s *state) readManifest() (*manifest, error) {
-	b, err := s.root.ReadFile(manifestName)
-	if errors.Is(err, fs.ErrNotExist) {
+	top := s.top.fds["."]
+	fd, err := unix.Openat(top, manifestName, oRead, 0)
+	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
+	if errors.Is(err, unix.ELOOP) {
+		s.distrustManifest("it is a symlink")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", manifestName, err)
+	}
+	f := os.NewFile(uintptr(fd), manifestName)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("read %s: %w", manifestName, err)
+	}
+	switch {
+	case !isReg(&st):
+		s.distrustManifest("it is not a regular file")
+		return nil, nil
+	case int(st.Uid) != s.w.euid:
+		s.distrustManifest(fmt.Sprintf("it is owned by uid %d, not by dispenser (uid %d)", st.Uid, s.w.euid))
+		return nil, nil
+	case st.Mode&0o022 != 0:
+		s.distrustManifest(fmt.Sprintf("its mode %o lets group or others write it", st.Mode&0o777))
+		return nil, nil
+	case st.Size > maxManifest:
+		s.distrustManifest(fmt.Sprintf("it is larger than %d bytes", maxManifest))
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxManifest))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", manifestName, err)
 	}
@@ -97,18 +138,35 @@ func (s *state) readManifest() (*manifest, error) {
 	return m, nil
 }
 
+// distrustManifest logs why the manifest is not trusted and moves it aside,
+// so that it is neither used nor deleted.
+func (s *state) distrustManifest(why string) {
+	top := s.top.fds["."]
+	aside := tempName(asidePrefix + manifestName)
+	if err := unix.Renameat(top, manifestName, top, aside); err != nil {
+		aside = "nowhere (" + err.Error() + ")"
+	}
+	s.w.log.Error(fmt.Sprintf("ignoring %s: %s; moved it to %s; files it lists are not cleaned up, check who else writes into the target",
+		manifestName, why, aside), "path", manifestName)
+}
+
 // saveManifest writes m atomically unless it is clean.
 func (s *state) saveManifest(m *manifest) error {
 	if m.clean {
 		return nil
 	}
-	data := m.encode()
+	top := s.top.fds["."]
 	tmp := tempName(tmpPrefix + "manifest")
-	f, err := s.root.OpenFile(tmp, osCreateNew, 0o600)
+	fd, err := unix.Openat(top, tmp, oNew, 0o600)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", manifestName, err)
 	}
-	_, err = f.Write([]byte(data))
+	f := os.NewFile(uintptr(fd), tmp)
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	if err == nil {
+		_, err = f.Write([]byte(m.encode()))
+	}
 	if err == nil && s.w.opts.Fsync {
 		err = f.Sync()
 	}
@@ -116,12 +174,12 @@ func (s *state) saveManifest(m *manifest) error {
 		err = cerr
 	}
 	if err == nil {
-		err = s.root.Rename(tmp, manifestName)
+		err = unix.Renameat(top, tmp, top, manifestName)
 	}
 	if err != nil {
-		s.root.Remove(tmp)
+		removeSame(top, tmp, &st)
 		return fmt.Errorf("write %s: %w", manifestName, err)
 	}
 	m.clean = true
-	return s.syncDir(".")
+	return s.syncDir(top, "target")
 }

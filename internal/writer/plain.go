@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // plain brings a plain-layout target up to date:
@@ -19,7 +20,9 @@ import (
 //     became empty;
 //  4. record the files and directories about to be created in the manifest,
 //     so a crash never leaves entries the next run does not know it owns;
-//  5. write each file: temp file, chmod, chown, fsync, rename, fsync dir;
+//  5. write each file: temp file, chown, chmod, fsync, rename, fsync dir;
+//     a key that cannot be written is marked unwritable and the others
+//     still are;
 //  6. remove what an atomic-layout run left (symlinks into ..data,
 //     generations);
 //  7. write the final manifest.
@@ -47,8 +50,15 @@ func (s *state) plain() error {
 		return err
 	}
 	for _, k := range toWrite { // (5)
-		if err := s.writePlain(k, m, prev, left); err != nil {
+		err := s.writePlain(k, prev, left)
+		if err != nil && isBatchErr(err) {
 			return err
+		}
+		if err != nil {
+			s.unwritable(k, unwritableDetail(err))
+			if !prev.Files[k] {
+				m.remove(m.Files, k)
+			}
 		}
 	}
 	if left != nil { // (6)
@@ -94,12 +104,14 @@ func (s *state) plainPlan(m *manifest) []string {
 		if w.trusted && m.Files[k] && bytes.Equal(w.disk[k], w.desired[k]) {
 			continue
 		}
-		if !w.trusted && s.realParents(k) && s.matches(k, w.desired[k]) {
-			if !m.Files[k] {
-				w.log.Info("adopting existing file with identical content", "key", k, "path", k)
-				m.add(m.Files, k)
+		if !w.trusted {
+			if fd, err := s.parentOf(k); err == nil && s.matches(fd, path.Base(k), w.desired[k]) {
+				if !m.Files[k] {
+					w.log.Info("adopting existing file with identical content", "key", k, "path", k)
+					m.add(m.Files, k)
+				}
+				continue
 			}
-			continue
 		}
 		toWrite = append(toWrite, k)
 	}
@@ -110,30 +122,46 @@ func (s *state) plainPlan(m *manifest) []string {
 // removeTemps removes temp files a crashed run left in managed directory
 // dir, so that it can be removed once empty.
 func (s *state) removeTemps(dir string) {
-	if !s.realParents(dir + "/x") {
-		return
-	}
-	f, err := s.root.Open(dir)
+	fd, err := s.parentOf(dir + "/x")
 	if err != nil {
 		return
 	}
-	entries, _ := f.ReadDir(-1)
-	f.Close()
+	entries, _ := listDir(fd)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), tmpPrefix) && !e.IsDir() {
-			s.root.Remove(dir + "/" + e.Name())
+			if st, err := lstatAt(fd, e.Name()); err == nil && s.w.ownedFile(&st) {
+				unix.Unlinkat(fd, e.Name(), 0)
+			}
 		}
 	}
 }
 
-// realParents reports whether every parent of key is a real directory.
-func (s *state) realParents(key string) bool {
-	for _, d := range parents(key) {
-		if fi, err := s.root.Lstat(d); err != nil || !fi.IsDir() {
-			return false
+// notOwnedError says that a directory below the target is not the writer's.
+type notOwnedError struct {
+	dir      string
+	uid, own int
+}
+
+func (e *notOwnedError) Error() string {
+	return fmt.Sprintf("directory %q is owned by uid %d, not by dispenser (uid %d); remove it or chown it to uid %d", e.dir, e.uid, e.own, e.own)
+}
+
+// parentOf returns the descriptor of key's directory if every directory on
+// the way is real and, below the target, owned by the writer: a directory
+// another user owns is theirs to swap names in (and its setgid bit would
+// choose the group).
+func (s *state) parentOf(key string) (int, error) {
+	dir := path.Dir(key)
+	fd, err := s.top.open(dir)
+	if err != nil {
+		return -1, err
+	}
+	for d := dir; d != "."; d = path.Dir(d) {
+		if uid := int(s.top.st[d].Uid); uid != s.w.euid {
+			return -1, &notOwnedError{dir: d, uid: uid, own: s.w.euid}
 		}
 	}
-	return true
+	return fd, nil
 }
 
 // removeStale removes managed files that are no longer valid keys, then
@@ -181,7 +209,7 @@ func (s *state) recordIntent(m *manifest, toWrite []string) error {
 			if m.Dirs[d] {
 				continue
 			}
-			if fi, err := s.root.Lstat(d); err != nil || !fi.IsDir() {
+			if _, err := s.top.open(d); err != nil {
 				m.add(m.Dirs, d)
 			}
 		}
@@ -189,60 +217,82 @@ func (s *state) recordIntent(m *manifest, toWrite []string) error {
 	return s.saveManifest(m)
 }
 
-// writePlain replaces key's file in place.
-func (s *state) writePlain(key string, m, prev *manifest, left *atomicLeftovers) error {
+// writePlain replaces key's file in place, relative to the descriptor of
+// its directory.
+func (s *state) writePlain(key string, prev *manifest, left *atomicLeftovers) error {
 	if err := s.plainParents(key, left); err != nil {
 		return err
 	}
-	fi, err := s.root.Lstat(key)
+	dir, base := split(key)
+	pfd, err := s.parentOf(key)
+	if err != nil {
+		return err
+	}
+	st, err := lstatAt(pfd, base)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, unix.ENOENT):
 	case err != nil:
 		return fmt.Errorf("inspect %s: %w", key, err)
-	case fi.IsDir():
-		if err := s.clearUnmanaged(key, key, fi); err != nil {
+	case isDir(&st):
+		s.top.forget(key)
+		if err := s.clearUnmanaged(pfd, key, base, key, &st); err != nil {
 			return err
 		}
 	case !prev.Files[key] && !left.isLink(key):
 		s.w.log.Warn("replacing file dispenser did not create", "key", key, "path", key)
 	}
-	dir := path.Dir(key)
-	tmp := path.Join(dir, tempName(tmpPrefix+path.Base(key)))
-	if err := s.writeNew(tmp, s.w.desired[key]); err != nil {
+	tmp := tempName(tmpPrefix + base)
+	tst, err := s.writeNew(pfd, tmp, path.Join(dir, tmp), s.w.desired[key])
+	if err != nil {
 		return err
 	}
-	if err := s.root.Rename(tmp, key); err != nil {
-		s.root.Remove(tmp)
+	if err := unix.Renameat(pfd, tmp, pfd, base); err != nil {
+		removeSame(pfd, tmp, &tst)
 		return fmt.Errorf("write %s: %w", key, err)
 	}
-	s.res.Written++
-	return s.syncDir(dir)
+	s.wrote[key] = true
+	return s.syncDir(pfd, dir)
 }
 
-// plainParents makes every parent of key a real directory, creating missing
-// ones and clearing anything else in the way.
+// plainParents makes every parent of key a real directory the writer owns,
+// creating missing ones and clearing symlinks and files in the way.
 func (s *state) plainParents(key string, left *atomicLeftovers) error {
 	for _, d := range parents(key) {
-		fi, err := s.root.Lstat(d)
-		switch {
-		case err == nil && fi.IsDir():
-			continue
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			return fmt.Errorf("inspect %s: %w", d, err)
-		case left.isLink(d):
-			if err := s.root.Remove(d); err != nil {
-				return fmt.Errorf("remove %s: %w", d, err)
+		_, err := s.top.open(d)
+		if err == nil {
+			if uid := int(s.top.st[d].Uid); uid != s.w.euid {
+				return &notOwnedError{dir: d, uid: uid, own: s.w.euid}
 			}
-		default:
-			if err := s.clearUnmanaged(key, d, fi); err != nil {
-				return err
+			continue
+		}
+		pdir, base := split(d)
+		pfd, perr := s.top.open(pdir)
+		if perr != nil {
+			return fmt.Errorf("open %s: %w", pdir, perr)
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
+				return fmt.Errorf("open %s: %w", d, err)
+			}
+			st, err := lstatAt(pfd, base)
+			switch {
+			case errors.Is(err, unix.ENOENT):
+			case err != nil:
+				return fmt.Errorf("inspect %s: %w", d, err)
+			case isLink(&st) && left.isLink(d):
+				if err := unix.Unlinkat(pfd, base, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("remove %s: %w", d, err)
+				}
+			default:
+				if err := s.clearUnmanaged(pfd, key, base, d, &st); err != nil {
+					return err
+				}
 			}
 		}
-		if err := s.mkdir(d); err != nil {
+		if err := s.mkdir(s.top, d); err != nil {
 			return err
 		}
-		if err := s.syncDir(path.Dir(d)); err != nil {
+		if err := s.syncDir(pfd, pdir); err != nil {
 			return err
 		}
 	}
@@ -276,7 +326,7 @@ func (s *state) findAtomicLeftovers() (*atomicLeftovers, error) {
 }
 
 // clearAtomicLeftovers removes symlinks into ..data, ..data itself and all
-// generations, counting files no key keeps as removed.
+// generations the writer owns, counting files no key keeps as removed.
 func (s *state) clearAtomicLeftovers(left *atomicLeftovers) error {
 	valid := make(map[string]bool, len(s.valid))
 	for _, k := range s.valid {
@@ -296,12 +346,19 @@ func (s *state) clearAtomicLeftovers(left *atomicLeftovers) error {
 	if err != nil {
 		return err
 	}
+	top := s.top.fds["."]
 	for _, e := range entries {
 		n := e.Name()
-		if n == dataLink && e.Type()&fs.ModeSymlink != 0 || isGenName(n) && e.IsDir() {
-			if err := s.root.RemoveAll(n); err != nil {
-				return fmt.Errorf("remove %s: %w", n, err)
-			}
+		var err error
+		switch {
+		case n == dataLink:
+			err = s.removeOwn(top, n, unix.S_IFLNK)
+		case isGenName(n):
+			s.top.forget(n)
+			err = s.removeOwn(top, n, unix.S_IFDIR)
+		}
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", n, err)
 		}
 	}
 	return nil

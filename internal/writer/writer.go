@@ -36,9 +36,45 @@
 //
 // Keys are validated before touching the disk ([ValidateKey]); rejected keys
 // are skipped, logged once and listed in [Result.Rejected], and never block
-// other keys. All access goes through [os.Root] and parent directories that
-// are symlinks are replaced rather than followed, so neither hostile keys nor
-// symlinks planted in the target reach outside it.
+// other keys. A valid key whose file cannot be written (a directory in the
+// way that cannot be moved aside, such as a mount point; in the plain layout
+// a parent directory the writer does not own, or an I/O error on its file)
+// is treated the same way, with reason [ReasonUnwritable], and retried on
+// every later call. Only failures of the whole batch return an error: the
+// target cannot be opened, the disk is full or read-only (ENOSPC, EDQUOT,
+// EFBIG, EROFS) or ..data cannot be switched.
+//
+// # Threat model
+//
+// The writer may run as root (to give files to another owner with a mode
+// that keeps them private) while a less-privileged local user can write
+// into the target directory. Such a user must never read a file they are
+// not given, redirect a chmod or chown, or make the writer delete something
+// it did not create. Any name in the target can be swapped between two
+// system calls (renameat2 with RENAME_EXCHANGE is one call), so:
+//
+//   - the target is opened once; every directory below it is opened once,
+//     relative to its parent, with O_DIRECTORY|O_NOFOLLOW, and everything
+//     inside it is done relative to that descriptor with the *at calls and
+//     no-follow flags: no name is resolved twice and no symlink is followed;
+//   - a directory the writer creates is opened once and checked to be the
+//     one it made (a directory of its own uid, private, empty) before chown
+//     and chmod on the descriptor; files get chown then chmod on the
+//     descriptor, and always an explicit group (Options.GID, else the
+//     writer's own gid), so a setgid parent cannot choose it;
+//   - in the plain layout a key is written only into directories below the
+//     target that the writer's uid owns; others make the key unwritable;
+//   - the manifest is trusted only if it is a regular file of the writer's
+//     uid, not writable by group or others, of bounded size; reserved ".."
+//     names are removed only if they have the writer's uid and the type the
+//     writer makes there; managed files are removed only if they have the
+//     writer's or the configured owner's uid, and directories only while
+//     they are empty real directories reached through real directories.
+//
+// What it does not defend against: such a user can still delete or rename
+// entries in the target (unless it has the sticky bit), and so change what
+// readers see at the names they can write; a root-owned entry renamed by
+// them onto a reserved name is indistinguishable from the writer's own.
 //
 // # Start-up and layout changes
 //
@@ -63,8 +99,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"syscall"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Layout selects how files are arranged in the target directory.
@@ -147,13 +185,16 @@ type Result struct {
 	// a failure after the atomic switch); the next successful call then
 	// reports Changed even if it has nothing left to do.
 	Changed bool
-	// Written counts files (re)written. Files carried over unchanged from
-	// the previous generation are not counted.
+	// Written counts files (re)written that readers can now see. Files
+	// carried over unchanged from the previous generation, files of a
+	// generation that was not committed and files of unwritable keys are
+	// not counted.
 	Written int
-	// Removed counts files removed.
+	// Removed counts files removed that readers could see.
 	Removed int
 	// Rejected lists every key of the whole desired state that is currently
-	// rejected, sorted by key, not just those of this call. A warning is
+	// rejected, sorted by key, not just those of this call, including valid
+	// keys that could not be written ([ReasonUnwritable]). A warning is
 	// logged only the first time a key is rejected.
 	Rejected []Rejection
 }
@@ -162,11 +203,13 @@ type Result struct {
 // from one goroutine at a time; it does no locking of its own, and nothing
 // else may write the managed files of its target concurrently.
 type Writer struct {
-	opts Options
-	log  *slog.Logger
+	opts       Options
+	log        *slog.Logger
+	euid, egid int // the writer's own ids: what it creates is theirs
 
-	desired map[string][]byte // full desired state, including rejected keys
-	warned  map[string]bool   // rejected keys already logged
+	desired map[string][]byte    // full desired state, including rejected keys
+	warned  map[string]bool      // rejected keys already logged
+	bad     map[string]Rejection // valid keys found unwritable by the last call
 
 	// disk is what the last successful call left on disk, keyed by path;
 	// trusted is false after an error, before the first call and during
@@ -196,6 +239,9 @@ func New(opts Options) (*Writer, error) {
 	return &Writer{
 		opts:    opts,
 		log:     log.With("component", "writer"),
+		euid:    os.Geteuid(),
+		egid:    os.Getegid(),
+		bad:     make(map[string]Rejection),
 		desired: make(map[string][]byte),
 		warned:  make(map[string]bool),
 		disk:    make(map[string][]byte),
@@ -226,7 +272,8 @@ func (o *Options) fill() error {
 }
 
 // probe creates the target and checks that a file can be created (and
-// chowned, if asked) in it.
+// chowned, if asked) in it. The probe file is unnamed (O_TMPFILE) where the
+// file system allows, and chowned through its descriptor, never by name.
 func probe(o Options) error {
 	fi, err := os.Stat(o.Dir)
 	switch {
@@ -239,24 +286,50 @@ func probe(o Options) error {
 	case !fi.IsDir():
 		return fmt.Errorf("target %s is not a directory; point it at a directory", o.Dir)
 	}
-	name := filepath.Join(o.Dir, tempName("..probe"))
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := probeFile(o.Dir)
 	if err != nil {
 		return fmt.Errorf("target directory not writable: %w", err)
 	}
-	f.Close()
-	defer os.Remove(name)
+	defer f.Close()
 	if o.UID == -1 && o.GID == -1 {
 		return nil
 	}
-	err = os.Lchown(name, o.UID, o.GID)
-	if errors.Is(err, syscall.EPERM) {
+	err = f.Chown(o.UID, o.GID)
+	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("%w (owner %d:%d, running as uid %d)", ErrChownNotPermitted, o.UID, o.GID, os.Geteuid())
 	}
 	if err != nil {
 		return fmt.Errorf("chown in target directory: %w", err)
 	}
 	return nil
+}
+
+// probeFile creates a file in dir that no other process can reach by name:
+// an O_TMPFILE, or where the file system has none, a named file that is
+// unlinked at once (only if the name still holds it).
+func probeFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), "probe"), nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+		return nil, err
+	}
+	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dfd)
+	name := tempName("..probe")
+	fd, err = unix.Openat(dfd, name, oNew, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err == nil {
+		removeSame(dfd, name, &st)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // Sync replaces the whole desired state with full and makes the managed part
@@ -307,21 +380,37 @@ func clone(b []byte) []byte {
 
 func (w *Writer) reconcile() (Result, error) {
 	valid, rejected := partition(w.desired)
-	w.logRejections(rejected)
-	root, err := os.OpenRoot(w.opts.Dir)
-	if err != nil {
-		w.trusted = false
-		return Result{Rejected: rejected}, fmt.Errorf("open target: %w", err)
+	slices.Sort(valid)
+	s := &state{w: w, valid: valid, wrote: make(map[string]bool), bad: make(map[string]Rejection)}
+	err := w.openTarget(s)
+	if err == nil {
+		defer s.top.close()
+		if w.opts.Layout == Plain {
+			err = s.plain()
+		} else {
+			err = s.atomic()
+		}
 	}
-	defer root.Close()
-	s := &state{w: w, root: root, valid: valid}
-	if w.opts.Layout == Plain {
-		err = s.plain()
-	} else {
-		err = s.atomic()
+	for k := range s.wrote {
+		if _, bad := s.bad[k]; !bad {
+			s.res.Written++
+		}
 	}
-	s.res.Rejected = rejected
 	s.res.Changed = s.res.Changed || s.res.Written > 0 || s.res.Removed > 0
+	if err != nil {
+		for k, r := range w.bad { // not retried this time: still unwritable
+			if _, done := s.bad[k]; !done && slices.Contains(valid, k) {
+				s.bad[k] = r
+			}
+		}
+	}
+	w.bad = s.bad
+	s.res.Rejected = rejected
+	for _, r := range s.bad {
+		s.res.Rejected = append(s.res.Rejected, r)
+	}
+	slices.SortFunc(s.res.Rejected, func(a, b Rejection) int { return strings.Compare(a.Key, b.Key) })
+	w.logRejections(s.res.Rejected)
 	if err != nil {
 		w.trusted = false
 		w.pending = w.pending || s.res.Changed
@@ -331,10 +420,50 @@ func (w *Writer) reconcile() (Result, error) {
 	w.pending = false
 	w.disk = make(map[string][]byte, len(valid))
 	for _, k := range valid {
-		w.disk[k] = w.desired[k]
+		if _, bad := s.bad[k]; !bad || w.opts.Layout == Atomic {
+			w.disk[k] = w.desired[k] // atomic: an unwritable key's file is in the generation
+		}
 	}
 	w.trusted = true
 	return s.res, nil
+}
+
+// openTarget opens the target directory once for the run; every later
+// access is relative to this descriptor.
+func (w *Writer) openTarget(s *state) error {
+	fd, err := unix.Open(w.opts.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open target: %w", &fs.PathError{Op: "open", Path: w.opts.Dir, Err: err})
+	}
+	if s.top, err = newTree(fd); err != nil {
+		return fmt.Errorf("open target: %w", err)
+	}
+	return nil
+}
+
+// unwritable records that valid key could not be written, and why.
+func (s *state) unwritable(key, detail string) {
+	s.bad[key] = reject(key, ReasonUnwritable, detail)
+}
+
+// isBatchErr reports whether err is about the file system as a whole rather
+// than one key: every other key would fail the same way.
+func isBatchErr(err error) bool {
+	for _, e := range []error{unix.ENOSPC, unix.EDQUOT, unix.EFBIG, unix.EROFS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// unwritableDetail turns a per-key failure into the operator message.
+func unwritableDetail(err error) string {
+	var no *notOwnedError
+	if errors.As(err, &no) {
+		return "cannot write into " + err.Error()
+	}
+	return fmt.Sprintf("cannot write: %v; remove or fix what is in the way in the target", err)
 }
 
 func (w *Writer) logRejections(rejected []Rejection) {
