@@ -81,52 +81,107 @@ func expand(s string, env map[string]string) string {
 // not run to an exit status: bad exec settings, start failure, or ctx done
 // (then code is -1). A non-zero exit is not an error here.
 func (s script) run(ctx context.Context) (out string, code int, err error) {
-	if s.exec.ContainerImage != "" {
-		return "", -1, errors.New("exec.containerImage is not supported yet; remove it from the exec settings")
-	}
 	env := s.environ()
-	args, err := argv(s.exec, expand(s.text, env), os.Geteuid())
+	cmd, err := s.command(ctx, env, expand(s.text, env))
 	if err != nil {
 		return "", -1, err
 	}
-	cred, err := credential(s.exec.User, s.exec.Group)
-	if err != nil {
-		return "", -1, err
-	}
-	if s.exec.WorkDir != "" {
-		// Checked here because a failed chdir in the child is reported as
-		// "fork/exec <interpreter>: no such file or directory".
-		if fi, err := os.Stat(s.exec.WorkDir); err != nil || !fi.IsDir() {
-			return "", -1, fmt.Errorf("exec.workDir %q is not a directory; create it or change workDir", s.exec.WorkDir)
-		}
-	}
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = flatEnv(env)
-	cmd.Dir = s.exec.WorkDir
 	if s.stdin != "" {
 		cmd.Stdin = strings.NewReader(expand(s.stdin, env))
 	}
 	buf := &capBuffer{max: maxOutput}
 	cmd.Stdout, cmd.Stderr = buf, buf // one writer: one pipe, arrival order
+	code, err = exitCode(ctx, cmd.Run())
+	return buf.String(), code, err
+}
+
+// command builds the process that runs text (already expanded) under
+// s.exec with the environment env: argv, user and group, working
+// directory, and its own process group, killed when ctx is done.
+func (s script) command(ctx context.Context, env map[string]string, text string) (*exec.Cmd, error) {
+	if s.exec.ContainerImage != "" {
+		return nil, errors.New("exec.containerImage is not supported yet; remove it from the exec settings")
+	}
+	args, err := argv(s.exec, text, os.Geteuid())
+	if err != nil {
+		return nil, err
+	}
+	cred, err := credential(s.exec.User, s.exec.Group)
+	if err != nil {
+		return nil, err
+	}
+	if s.exec.WorkDir != "" {
+		// Checked here because a failed chdir in the child is reported as
+		// "fork/exec <interpreter>: no such file or directory".
+		if fi, err := os.Stat(s.exec.WorkDir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("exec.workDir %q is not a directory; create it or change workDir", s.exec.WorkDir)
+		}
+	}
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = flatEnv(env)
+	cmd.Dir = s.exec.WorkDir
 	// Own process group, so cancellation also kills the script's children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
-	err = cmd.Run()
-	out = buf.String()
+	return cmd, nil
+}
+
+// exitCode interprets the result err of Cmd.Run: the exit code, or -1 and
+// an error when the process did not run to an exit status.
+func exitCode(ctx context.Context, err error) (int, error) {
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
-		return out, 0, nil
+		return 0, nil
 	case ctx.Err() != nil:
-		return out, -1, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+		return -1, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
 	case errors.Is(err, exec.ErrWaitDelay):
-		return out, 0, nil // exited 0; a background child kept the pipe
+		return 0, nil // exited 0; a background child kept the pipe
 	case errors.As(err, &exitErr) && exitErr.ExitCode() >= 0:
-		return out, exitErr.ExitCode(), nil
+		return exitErr.ExitCode(), nil
 	default:
-		return out, -1, err
+		return -1, err
 	}
+}
+
+// maxStderr caps the stderr Output keeps for its error message.
+const maxStderr = 64 << 10
+
+// Capture runs text once under the effective exec e exactly as a command's
+// check, change or remove script runs (spec §2.9, §11.14): the same argv
+// (e.Command's words plus text as one argument, or text's own words when
+// e.Command is empty; "sudo -E" first when e.Sudo and the euid is not 0),
+// e.User and e.Group, e.WorkDir, the environment (environ when
+// e.EnvInherit, then e.Env, then env; PATH defaulted), and its own
+// process group, killed when ctx is done. Unlike a command script, text is
+// not ${VAR}-expanded and gets no stdin; a container exec is refused.
+//
+// It returns stdout, trimmed. A non-zero exit, a failure to start, stdout
+// over 16 MiB or ctx done is an error; it carries the trimmed stderr when
+// there is any. Jsonnet natives that run programs (getCmd) use it.
+func Capture(ctx context.Context, e Exec, text string, env map[string]string, environ []string) (string, error) {
+	s := script{text: text, exec: e, env: env, inherited: environ}
+	cmd, err := s.command(ctx, s.environ(), text)
+	if err != nil {
+		return "", err
+	}
+	stdout, stderr := &capBuffer{max: maxOutput}, &capBuffer{max: maxStderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	code, err := exitCode(ctx, cmd.Run())
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit status %d", code)
+	}
+	if err == nil && stdout.dropped > 0 {
+		err = fmt.Errorf("stdout is larger than %d bytes; print less", maxOutput)
+	}
+	if err != nil {
+		if msg := stderr.String(); msg != "" {
+			err = fmt.Errorf("%w: %s", err, strings.ReplaceAll(abbrev(msg), "\n", " "))
+		}
+		return "", err
+	}
+	return stdout.String(), nil
 }
 
 // maxOutput caps the output kept per script, so a runaway script cannot

@@ -86,3 +86,21 @@ func TestEnvInheritUsesAppEnv(t *testing.T) {
 		t.Fatalf("inherited value = %q, want %q", got, want)
 	}
 }
+
+// TestGetCmdUsesSourceExec is issue 7 item 19 end to end: getCmd in a
+// pattern runs with the effective exec of the source (here exec.user and
+// sources.web.exec.env), as the commands do (spec §11.14).
+func TestGetCmdUsesSourceExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a program as the user nobody; run the tests as root")
+	}
+	dir := t.TempDir()
+	p := writeFile(t, dir, "p.jsonnet", `{run: [{id: std.native('getCmd')('echo $(id -u)-$FROM_SOURCE', null, false), always: true, change: 'true'}]}`)
+	a, out := newApp(t, baseConfig+`+{exec+: {user: 'nobody', workDir: '/'}, sources: {web: {exec: {env: {FROM_SOURCE: 'web'}}}}}`)
+	if err := a.Local(context.Background(), LocalOptions{Target: p, Source: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), "Changed 1: 65534-web\n"; got != want {
+		t.Fatalf("local output = %q, want %q", got, want)
+	}
+}

@@ -1,7 +1,6 @@
 package pattern
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -24,72 +22,33 @@ import (
 const (
 	maxFetch       = 64 << 20
 	defaultTimeout = 10 * time.Second
-	cmdWaitDelay   = 5 * time.Second
 )
 
-var errNoExec = errors.New("getCmd: empty command")
+// defaultExec runs getCmd when Options.Exec is nil.
+var defaultExec = command.Exec{Command: "/bin/sh -c"}
 
-// runCmd runs script for getCmd and returns its trimmed stdout.
+// runCmd runs script for getCmd and returns its trimmed stdout. Without
+// an Options.Cmd hook it runs through command.Capture, so it runs exactly
+// as the pattern's commands would under the same exec: user, group, sudo,
+// workDir and process group included (spec §11.14).
 func (r *renderer) runCmd(script string) (any, error) {
+	var out string
+	var err error
 	if r.opts.Cmd != nil {
-		out, err := r.opts.Cmd(r.ctx, script)
-		if err != nil {
-			return nil, fmt.Errorf("getCmd %q: %w", script, err)
+		out, err = r.opts.Cmd(r.ctx, script)
+	} else {
+		e := defaultExec
+		if r.opts.Exec != nil {
+			e = *r.opts.Exec
 		}
-		return strings.TrimSpace(out), nil
+		// Options.Env already holds the inherited variables when
+		// envInherit is set, so nothing more is inherited here.
+		out, err = command.Capture(r.ctx, e, script, r.opts.Env, nil)
 	}
-	argv, dir, err := r.cmdArgv(script)
 	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(r.ctx, argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = envList(r.opts.Env)
-	cmd.WaitDelay = cmdWaitDelay
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			err = fmt.Errorf("%w: %s", err, msg)
-		}
 		return nil, fmt.Errorf("getCmd %q: %w", script, err)
 	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// cmdArgv returns the argv and working directory for a getCmd script
-// under Options.Exec, splitting exec.command (or, when it is empty, the
-// script) with the same shell-word rules as commands (command.SplitWords).
-func (r *renderer) cmdArgv(script string) ([]string, string, error) {
-	e := r.opts.Exec
-	if e == nil {
-		return []string{"/bin/sh", "-c", script}, "", nil
-	}
-	text, tail := e.Command, []string{script}
-	if text == "" {
-		text, tail = script, nil
-	}
-	argv, err := command.SplitWords(text)
-	if err != nil {
-		return nil, "", fmt.Errorf("getCmd %q: %w; fix exec.command", script, err)
-	}
-	argv = append(argv, tail...)
-	if len(argv) == 0 {
-		return nil, "", errNoExec
-	}
-	return argv, e.WorkDir, nil
-}
-
-// envList turns env into KEY=value pairs; never nil, so that exec.Cmd
-// does not fall back to the process environment.
-func envList(env map[string]string) []string {
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
+	return strings.TrimSpace(out), nil
 }
 
 // fetch reads a local path (with ~ expanded) or an http(s) URL for getFile.

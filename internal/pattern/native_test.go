@@ -365,3 +365,30 @@ func TestRenderContextCancelsGetCmd(t *testing.T) {
 		t.Fatalf("Render took %v after cancel", elapsed)
 	}
 }
+
+// TestGetCmdRunsAsExec is issue 7 item 19 (spec §11.14): getCmd runs with
+// the exec's user and group, like the pattern's commands, and in its own
+// process group.
+func TestGetCmdRunsAsExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run a program as the user nobody; run the tests as root")
+	}
+	e := &command.Exec{Command: "/bin/sh -c", User: "nobody", WorkDir: "/", Env: map[string]string{"FROM_EXEC": "x"}}
+	// Field 5 of /proc/<pid>/stat is the process group.
+	script := `read -r _ _ _ _ pgid _ </proc/$$/stat; echo $(id -u):$(id -g):$FROM_EXEC:$pgid-$$`
+	got, err := eval(t, "std.native('getCmd')('"+script+"', null, false)", Options{Exec: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	if err := json.Unmarshal([]byte(got), &out); err != nil {
+		t.Fatalf("getCmd value %s: %v", got, err)
+	}
+	ids, pg, _ := strings.Cut(out, "-")
+	if want := "65534:65534:x:"; !strings.HasPrefix(ids, want) {
+		t.Fatalf("getCmd ran as %q, want uid:gid:env %q", ids, want)
+	}
+	if pgid := strings.TrimPrefix(ids, "65534:65534:x:"); pgid != pg {
+		t.Fatalf("getCmd ran in process group %q, want its own (%q)", pgid, pg)
+	}
+}

@@ -31,12 +31,13 @@ type Options struct {
 	// effective exec environment. Nil means empty; the process
 	// environment is never read implicitly.
 	Env map[string]string
-	// Exec runs getCmd: the script is appended, as one argument, to
-	// Exec.Command split into words with shell quoting (command.SplitWords,
-	// as for commands); an empty Command runs the script's own words
-	// without a shell. Env and WorkDir apply; a containerImage is refused
-	// (not supported yet); user, group and sudo settings are not honoured
-	// here (use Cmd for that). Nil means `/bin/sh -c`.
+	// Exec runs getCmd exactly as it runs the pattern's commands
+	// (command.Capture, spec §11.14): the script is appended, as one
+	// argument, to Exec.Command split into words with shell quoting; an
+	// empty Command runs the script's own words without a shell. User,
+	// Group, Sudo, WorkDir and Env apply (Env above is added over
+	// Exec.Env); a containerImage is refused (not supported yet). Nil
+	// means `/bin/sh -c`.
 	Exec *command.Exec
 	// Cmd, if set, replaces the built-in getCmd runner: it runs script and
 	// returns its stdout.
