@@ -46,8 +46,27 @@ func TestMain(m *testing.M) {
 //	orphan-running  run an "orphan" helper and wait for it, so its zombie
 //	                grandchild is orphaned while this process runs on; then
 //	                behave as "signals"
+//	leave-group M   start a grandchild in helper mode M in the same process
+//	                group, print "grandchild PID", exit 0
+//	supervise       Start a "signals" child with this package, print "child
+//	                PID", block (with the test's stdin as Options.Terminal
+//	                when it is a terminal)
+//	foreground      print "foreground true" if this process's group is the
+//	                foreground group of the terminal on stdin, else "foreground
+//	                false"; exit 0
 func runHelper(mode string, args []string) int {
 	switch mode {
+	case "leave-group":
+		p, err := spawnHelper(args[0], nil, false, "leaf")
+		if err != nil {
+			return 109
+		}
+		fmt.Printf("grandchild %d\n", p.Pid)
+		return 0
+	case "supervise":
+		return helperSupervise(args)
+	case "foreground":
+		return helperForeground()
 	case "exit":
 		code, err := strconv.Atoi(args[0])
 		if err != nil {
@@ -87,6 +106,28 @@ func helperSignals() int {
 			return 103
 		}
 	}
+}
+
+// helperSupervise starts a child with this package, as dispenser would.
+func helperSupervise(args []string) int {
+	exe, err := os.Executable()
+	if err != nil {
+		return 110
+	}
+	opts := Options{Argv: []string{exe}, Env: helperEnviron(args[0]), Stdout: os.Stdout, Stdin: os.Stdin}
+	if len(args) > 1 && args[1] == "terminal" {
+		opts.Terminal = os.Stdin
+	}
+	c, err := Start(opts)
+	if err != nil {
+		fmt.Println(err)
+		return 111
+	}
+	fmt.Printf("child %d\n", c.Pid())
+	if err := c.Wait(); err != nil {
+		return 112
+	}
+	return 0
 }
 
 func helperIgnoreTerm(args []string) int {

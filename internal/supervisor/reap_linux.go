@@ -112,3 +112,15 @@ func siginfoPid(info *unix.Siginfo) int {
 	const offset = (3*4 + ptrSize - 1) &^ (ptrSize - 1)
 	return int(*(*int32)(unsafe.Add(unsafe.Pointer(info), offset)))
 }
+
+// awaitExit blocks until c has exited, leaving it unreaped (its pid, the
+// group id, stays taken) for exec.Cmd.Wait to collect.
+func (c *Child) awaitExit() {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, c.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			return // on error, exec.Cmd.Wait reports it
+		}
+	}
+}

@@ -11,3 +11,5 @@ func becomeSubreaper() error {
 func (c *Child) reapUntilExit() {}
 
 func (c *Child) reapExited() {}
+
+func (c *Child) awaitExit() {}

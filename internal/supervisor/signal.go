@@ -14,7 +14,7 @@ type namedSignal struct {
 }
 
 // signalNames lists the signals ParseSignal accepts, in numeric order on
-// Linux. It is a function rather than a package variable so that no caller
+// Linux (the last two were added later). It is a function rather than a package variable so that no caller
 // can modify the table.
 func signalNames() []namedSignal {
 	return []namedSignal{
@@ -47,6 +47,8 @@ func signalNames() []namedSignal {
 		{"WINCH", syscall.SIGWINCH},
 		{"IO", syscall.SIGIO},
 		{"SYS", syscall.SIGSYS},
+		{"STKFLT", syscall.SIGSTKFLT},
+		{"PWR", syscall.SIGPWR},
 	}
 }
 
@@ -82,29 +84,71 @@ func unknownSignal(s string) error {
 	return fmt.Errorf("unknown signal %q; use one of %s", s, strings.Join(names, ", "))
 }
 
-// signalName returns the name of sig without the "SIG" prefix ("TERM"), or
-// its number for signals ParseSignal does not know.
+// signalName returns the name of sig without the "SIG" prefix ("TERM",
+// "RTMIN+3"), or its number for other signals.
 func signalName(sig syscall.Signal) string {
 	for _, e := range signalNames() {
 		if e.sig == sig {
 			return e.name
 		}
 	}
+	if sig == sigRTMin {
+		return "RTMIN"
+	}
+	if sig > sigRTMin && sig <= sigRTMax {
+		return "RTMIN+" + strconv.Itoa(int(sig-sigRTMin))
+	}
 	return strconv.Itoa(int(sig))
 }
 
+// SignalString returns "SIGTERM", "SIGRTMIN+3", or "signal 33" for a
+// signal without a name.
+func SignalString(sig syscall.Signal) string { return sigString(sig) }
+
+// Realtime signals as the C library numbers them: it keeps 32 and 33 for
+// itself, so SIGRTMIN is 34.
+const (
+	sigRTMin = syscall.Signal(34)
+	sigRTMax = syscall.Signal(64)
+)
+
 // ForwardedSignals returns the signals a supervising process should relay
-// to its child: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
-// SIGWINCH, SIGCONT and SIGALRM. The caller owns the returned slice.
+// to its child: every signal a process can catch, including SIGTERM,
+// SIGINT, SIGQUIT, the terminal job-control signals (SIGTSTP, SIGTTIN,
+// SIGTTOU), SIGPWR and the realtime signals SIGRTMIN+1 to SIGRTMAX, except:
+//
+//   - SIGCHLD, which is about this process's own children;
+//   - SIGKILL and SIGSTOP, which cannot be caught;
+//   - the signals raised by faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+//     SIGTRAP, SIGSYS) and SIGABRT, which concern this process itself;
+//   - SIGPIPE, which a write to a closed connection raises in this process;
+//   - SIGURG, which the Go runtime sends itself to preempt goroutines and
+//     which os/signal cannot tell apart from one sent by another process;
+//   - SIGPROF, which the Go runtime keeps for its profiler and never
+//     delivers to os/signal, and SIGRTMIN (34), which it does not let a
+//     program catch (musl's SIGSYNCCALL, go.dev/issue/39343).
+//
+// The caller owns the returned slice.
 func ForwardedSignals() []os.Signal {
-	return []os.Signal{
-		syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT,
-		syscall.SIGALRM,
+	var out []os.Signal
+	for sig := syscall.Signal(1); sig <= sigRTMax; sig++ {
+		if forwarded(sig) {
+			out = append(out, sig)
+		}
 	}
+	return out
 }
 
-// sigString returns "SIGTERM" for known signals and "signal 34" otherwise.
+func forwarded(sig syscall.Signal) bool {
+	switch sig {
+	case syscall.SIGCHLD, syscall.SIGKILL, syscall.SIGSTOP,
+		syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGFPE, syscall.SIGILL, syscall.SIGTRAP, syscall.SIGSYS, syscall.SIGABRT,
+		syscall.SIGPIPE, syscall.SIGURG, syscall.SIGPROF:
+		return false
+	}
+	return sig < 32 || sig > sigRTMin && sig <= sigRTMax
+}
+
 func sigString(sig syscall.Signal) string {
 	name := signalName(sig)
 	if _, err := strconv.Atoi(name); err == nil {

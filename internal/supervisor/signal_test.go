@@ -77,25 +77,40 @@ func TestSignalNamesRoundTrip(t *testing.T) {
 			t.Errorf("sigString(%d) = %q, want %q", e.sig, got, want)
 		}
 	}
-	if got, want := sigString(syscall.Signal(40)), "signal 40"; got != want {
-		t.Errorf("sigString(40) = %q, want %q", got, want)
+	if got, want := sigString(syscall.Signal(33)), "signal 33"; got != want {
+		t.Errorf("sigString(33) = %q, want %q", got, want)
+	}
+	if got, want := sigString(syscall.Signal(37)), "SIGRTMIN+3"; got != want {
+		t.Errorf("sigString(37) = %q, want %q", got, want)
 	}
 }
 
+// TestForwardedSignals: every catchable signal is forwarded (SIGPWR,
+// SIGRTMIN+3 and the job-control signals included), except SIGCHLD, the
+// fault signals, SIGPIPE and SIGURG (issue 7 item 14).
 func TestForwardedSignals(t *testing.T) {
 	t.Parallel()
-	want := []os.Signal{
-		syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
-		syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGALRM,
-	}
 	got := ForwardedSignals()
-	if len(got) != len(want) {
-		t.Fatalf("ForwardedSignals() = %v, want %v", got, want)
-	}
-	for _, w := range want {
-		if !slices.Contains(got, w) {
-			t.Errorf("ForwardedSignals() = %v, lacks %v", got, w)
+	for _, w := range []syscall.Signal{
+		syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
+		syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGALRM, syscall.SIGPWR,
+		syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGXCPU, syscall.SIGSTKFLT,
+		syscall.Signal(35), syscall.Signal(37), syscall.Signal(64),
+	} {
+		if !slices.Contains(got, os.Signal(w)) {
+			t.Errorf("ForwardedSignals() lacks %v", sigString(w))
 		}
+	}
+	for _, n := range []syscall.Signal{
+		syscall.SIGCHLD, syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGSEGV, syscall.SIGPIPE,
+		syscall.SIGURG, syscall.SIGPROF, syscall.Signal(32), syscall.Signal(33), syscall.Signal(34), syscall.Signal(65),
+	} {
+		if slices.Contains(got, os.Signal(n)) {
+			t.Errorf("ForwardedSignals() contains %v", sigString(n))
+		}
+	}
+	if want := 31 - 13 + 30; len(got) != want { // 1..31 less 13, and 35..64
+		t.Errorf("ForwardedSignals() has %d signals, want %d: %v", len(got), want, got)
 	}
 	got[0] = syscall.SIGKILL
 	if again := ForwardedSignals(); again[0] != syscall.SIGHUP {

@@ -1,8 +1,10 @@
 // Package supervisor runs one child process for a container entrypoint
-// (often PID 1): it starts the process in its own process group, sends it
-// signals (reloads and forwarded signals), stops it with a grace period
-// followed by SIGKILL to the whole group, reports how it exited, and can
-// reap orphaned zombies as a child subreaper.
+// (often PID 1): it starts the process in its own process group (the
+// terminal's foreground group when asked), sends it signals (reloads and
+// forwarded signals), stops it with a grace period followed by SIGKILL to
+// the whole group, cleans up what the child left in its group, reports how
+// it exited, and can reap orphaned zombies as a child subreaper. The child
+// is SIGKILLed by the kernel if this process dies first (Pdeathsig).
 //
 // It deliberately does not restart the child, install signal handlers (the
 // caller owns os/signal and decides what to forward; ForwardedSignals gives
@@ -17,9 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -67,6 +71,13 @@ type Options struct {
 	// Linux only: Start fails elsewhere.
 	Reap bool
 
+	// Terminal, when set, is a terminal (usually os.Stdin) whose
+	// foreground process group the child's new group becomes, so that an
+	// interactive child can read it and gets Ctrl-C and Ctrl-Z itself.
+	// This process must be in the terminal's foreground group. Nil leaves
+	// the terminal alone.
+	Terminal *os.File
+
 	// Logger receives debug and warning logs, tagged with
 	// component=supervisor. Nil discards them.
 	Logger *slog.Logger
@@ -87,14 +98,24 @@ type Child struct {
 
 // Start starts opts.Argv as the leader of a new process group and returns
 // once the process is running. A goroutine owned by the returned Child
-// waits for the process; it ends when the process has exited, been reaped
-// and its output pipes have closed, which is when Done is closed. The
-// caller must eventually let the child exit (Stop does this) so that the
-// goroutine ends.
+// waits for the process; it ends when the process has exited, been reaped,
+// what it left in its process group has been stopped (see Wait) and its
+// output pipes have closed, which is when Done is closed. The caller must
+// eventually let the child exit (Stop does this) so that the goroutine
+// ends.
+//
+// The child gets SIGKILL from the kernel if this process dies (Pdeathsig).
+// The kernel sends it when the thread that started the child ends, so that
+// thread is locked to the goroutine that waits for the child and lives as
+// long as the child does.
 //
 // Because the child leads its own process group, signals that a terminal
 // sends to its foreground group (Ctrl-C) reach only this process, which
-// must forward them; ForwardedSignals lists the usual ones.
+// must forward them; ForwardedSignals lists them. With Options.Terminal
+// the child's group is the foreground group instead.
+//
+// A command that cannot be executed returns a *StartError, whose ExitCode
+// is 127 (not found) or 126 (found but not executable).
 func Start(opts Options) (*Child, error) {
 	if len(opts.Argv) == 0 {
 		return nil, errors.New("start child: no command given; pass the command to run")
@@ -120,22 +141,42 @@ func Start(opts Options) (*Child, error) {
 	cmd := exec.Command(opts.Argv[0], opts.Argv[1:]...)
 	cmd.Env = opts.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.WaitDelay = timeout
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", opts.Argv[0], err)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if opts.Terminal != nil {
+		// Ctty is a descriptor of this process here (see SysProcAttr).
+		cmd.SysProcAttr.Foreground = true
+		cmd.SysProcAttr.Ctty = int(opts.Terminal.Fd())
 	}
+	cmd.WaitDelay = timeout
 	c := &Child{
 		cmd:         cmd,
-		pid:         cmd.Process.Pid,
 		killTimeout: timeout,
 		reap:        opts.Reap,
 		log:         log,
 		done:        make(chan struct{}),
 	}
-	log.Info("child started", "pid", c.pid, "argv", opts.Argv, "reap", opts.Reap)
-	go c.wait()
+	started := make(chan error, 1)
+	go c.run(started)
+	if err := <-started; err != nil {
+		return nil, startError(opts.Argv[0], err)
+	}
+	log.Info("child started", "pid", c.pid, "argv", opts.Argv, "reap", opts.Reap, "foreground", opts.Terminal != nil)
 	return c, nil
+}
+
+// run starts the child and waits for it on one locked OS thread, the one
+// Pdeathsig is tied to. It reports the start on started.
+func (c *Child) run(started chan<- error) {
+	runtime.LockOSThread()
+	if err := c.cmd.Start(); err != nil {
+		runtime.UnlockOSThread()
+		started <- err
+		return
+	}
+	c.pid = c.cmd.Process.Pid
+	started <- nil
+	c.wait()
+	runtime.UnlockOSThread()
 }
 
 // Pid returns the child's process ID, which is also its process group ID.
@@ -215,19 +256,72 @@ func (c *Child) Kill() {
 	}
 }
 
-// wait is the goroutine that owns waiting for the child (and, with Reap,
-// for every other child of this process) until the child has exited.
+// wait waits for the child (and, with Reap, for every other child of this
+// process) until the child has exited, then stops what it left in its
+// process group.
 func (c *Child) wait() {
 	defer close(c.done)
 	if c.reap {
 		c.reapUntilExit()
+	} else {
+		c.awaitExit()
 	}
+	// The exited child is not reaped yet, so its pid (the group id) cannot
+	// be reused: the group signal reaches only what the child left.
+	termGroup := syscall.Kill(-c.pid, syscall.SIGTERM)
+	deadline := time.Now().Add(c.killTimeout)
 	err := c.cmd.Wait()
 	if c.reap {
 		c.reapExited()
 	}
 	c.err = c.result(err)
 	c.log.Debug("child exited", "pid", c.pid, "err", c.err)
+	if termGroup == nil {
+		c.stopLeftovers(deadline)
+	}
+}
+
+// stopLeftovers waits until the child's process group is empty, the
+// processes in it having had SIGTERM, and SIGKILLs the group at deadline.
+// The group id could only be reused once the group is empty, which is
+// when this stops signalling it.
+func (c *Child) stopLeftovers(deadline time.Time) {
+	if !c.groupAlive(c.pid) {
+		return
+	}
+	c.log.Info("child exited and left processes in its group; sent them SIGTERM",
+		"pid", c.pid, "kill_in", time.Until(deadline).Round(time.Millisecond))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	killed := false
+	for c.groupAlive(c.pid) {
+		switch {
+		case time.Now().Before(deadline):
+		case !killed:
+			c.log.Warn("processes left by the child did not exit in time; killing its process group", "pid", c.pid)
+			if err := syscall.Kill(-c.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				c.log.Warn("kill process group", "pid", c.pid, "err", err)
+			}
+			killed, deadline = true, time.Now().Add(leftoverReapWait)
+		default: // killed, but not reaped by whoever is their parent now
+			c.log.Warn("processes left by the child are still not reaped; not waiting for them", "pid", c.pid)
+			return
+		}
+		<-tick.C
+	}
+}
+
+// leftoverReapWait bounds the wait for SIGKILLed leftovers to disappear
+// (their new parent must reap them).
+const leftoverReapWait = 5 * time.Second
+
+// groupAlive reports whether process group pgid has members left, after
+// reaping those of them that are this process's exited children.
+func (c *Child) groupAlive(pgid int) bool {
+	if c.reap {
+		c.reapExited()
+	}
+	return syscall.Kill(-pgid, 0) == nil
 }
 
 // result converts the error from exec.Cmd.Wait to Wait's contract.
@@ -249,6 +343,56 @@ func (c *Child) result(err error) error {
 	}
 	return fmt.Errorf("wait for child %d: %w", c.pid, err)
 }
+
+// StartError reports a command that could not be started. Its ExitCode
+// follows the shell: 127 when the command was not found, 126 when it was
+// found but could not be executed, 1 for any other failure to start.
+type StartError struct {
+	Argv0 string
+	Err   error
+	code  int
+}
+
+var _ interface{ ExitCode() int } = (*StartError)(nil)
+
+func startError(argv0 string, err error) *StartError {
+	code := 1
+	switch {
+	case errors.Is(err, exec.ErrNotFound), errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		code = 127
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR),
+		errors.Is(err, syscall.ETXTBSY), errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENAMETOOLONG):
+		code = 126
+	}
+	return &StartError{Argv0: argv0, Err: err, code: code}
+}
+
+// Error says what failed and what to check, on one line.
+func (e *StartError) Error() string {
+	var hint string
+	switch e.code {
+	case 127:
+		hint = "; check the command's spelling and PATH"
+	case 126:
+		hint = "; check that it is an executable file (mode +x, a valid binary or #! line)"
+	}
+	// exec errors already name the command; do not repeat it.
+	msg := e.Err.Error()
+	var pe *fs.PathError
+	var ee *exec.Error
+	switch {
+	case errors.As(e.Err, &ee):
+		msg = fmt.Sprintf("%q: %v", ee.Name, ee.Err)
+	case errors.As(e.Err, &pe):
+		msg = fmt.Sprintf("%q: %v", pe.Path, pe.Err)
+	}
+	return "cannot run the child " + msg + hint
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// ExitCode returns 127, 126 or 1 as described on StartError.
+func (e *StartError) ExitCode() int { return e.code }
 
 // ExitError reports a child that exited with a non-zero status or was
 // killed by a signal.

@@ -174,8 +174,8 @@ func TestStartErrors(t *testing.T) {
 		is   error
 	}{
 		{"no argv", Options{}, "no command given", nil},
-		{"not found", Options{Argv: []string{"dispenser-no-such-command"}}, "start dispenser-no-such-command: ", exec.ErrNotFound},
-		{"not executable", Options{Argv: []string{os.DevNull}}, "start /dev/null: ", nil},
+		{"not found", Options{Argv: []string{"dispenser-no-such-command"}}, `cannot run the child "dispenser-no-such-command": `, exec.ErrNotFound},
+		{"not executable", Options{Argv: []string{os.DevNull}}, `cannot run the child "/dev/null": `, nil},
 		{"negative timeout", Options{Argv: []string{"true"}, KillTimeout: -time.Second}, "is negative", nil},
 	}
 	for _, tt := range tests {
