@@ -41,7 +41,7 @@ func (s *state) atomic() error {
 	if err != nil {
 		return err
 	}
-	trusted := w.trusted && cur != "" && cur == w.gen
+	trusted := w.trusted && cur != "" && cur == w.gen && w.made[idOf(s.top.st[cur])]
 	var old map[string]bool
 	if trusted {
 		old = make(map[string]bool, len(w.disk))
@@ -233,16 +233,39 @@ func (s *state) newGenDir() (string, error) {
 			name += "_" + strconv.Itoa(i)
 		}
 		err := s.mkdir(s.top, name)
+		if err == nil {
+			s.w.made[idOf(s.top.st[name])] = true
+		}
 		if err == nil || !errors.Is(err, unix.EEXIST) || i == 100 {
 			return name, err
 		}
 	}
 }
 
-// removeGen removes generation gen, which this run created.
-func (s *state) removeGen(gen string) {
+// removeGen removes generation gen if the writer made it: this Writer
+// created that very directory, or, during Sync, it is a directory of the
+// writer's uid (a generation an earlier process left). A directory someone
+// renamed onto a generation name is thus left alone, except by Sync.
+func (s *state) removeGen(gen string) error {
+	fd, err := s.top.open(gen)
+	if err != nil {
+		return nil
+	}
+	st := s.top.st[gen]
+	id := idOf(st)
+	if !s.w.made[id] && !(s.full && int(st.Uid) == s.w.euid) {
+		return nil
+	}
+	err = emptyTree(fd)
 	s.top.forget(gen)
-	s.removeOwn(s.top.fds["."], gen, unix.S_IFDIR)
+	if err == nil {
+		err = unix.Unlinkat(s.top.fds["."], gen, unix.AT_REMOVEDIR)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	delete(s.w.made, id)
+	return nil
 }
 
 // swap points ..data at gen with one rename of a fresh temporary symlink,

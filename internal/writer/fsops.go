@@ -39,6 +39,7 @@ type state struct {
 	top   *tree    // the target directory and the real directories below it
 	cur   *tree    // atomic: the current generation, or nil
 	valid []string // valid desired keys, sorted
+	full  bool     // a Sync: the disk is inspected, not trusted
 	res   Result
 	wrote map[string]bool      // keys whose file was (re)written
 	bad   map[string]Rejection // keys found unwritable in this run
@@ -121,6 +122,11 @@ func (t *tree) close() {
 	}
 }
 
+// fileID identifies an inode.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(st unix.Stat_t) fileID { return fileID{uint64(st.Dev), st.Ino} }
+
 func openDir(dirfd int, name string) (int, error) {
 	return unix.Openat(dirfd, name, oDir, 0)
 }
@@ -176,9 +182,12 @@ func (w *Writer) fileGID() int {
 }
 
 // ownedFile reports whether st could be a file the writer made: owned by
-// the configured owner or by the writer's own uid.
+// the configured owner, or without one by the writer's own uid.
 func (w *Writer) ownedFile(st *unix.Stat_t) bool {
-	return int(st.Uid) == w.euid || w.opts.UID != -1 && int(st.Uid) == w.opts.UID
+	if w.opts.UID != -1 {
+		return int(st.Uid) == w.opts.UID
+	}
+	return int(st.Uid) == w.euid
 }
 
 // writeNew creates name in directory dirfd (it must not exist) with data,
@@ -266,7 +275,11 @@ func (s *state) mkdir(t *tree, d string) error {
 	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 		return fmt.Errorf("create directory %s: %w", d, err)
 	}
+	replaced := fmt.Errorf("create directory %s: %w (another process replaced it; check who writes into the target)", d, unix.EEXIST)
 	fd, err := openDir(pfd, base)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENOENT) {
+		return replaced
+	}
 	if err != nil {
 		return fmt.Errorf("create directory %s: %w", d, err)
 	}
@@ -276,7 +289,7 @@ func (s *state) mkdir(t *tree, d string) error {
 	st := t.st[d]
 	if int(st.Uid) != s.w.euid || st.Mode&0o077 != 0 || st.Nlink != 2 || !emptyDir(fd) {
 		t.forget(d)
-		return fmt.Errorf("create directory %s: %w (another process replaced it; check who writes into the target)", d, unix.EEXIST)
+		return replaced
 	}
 	if err := unix.Fchown(fd, -1, s.w.fileGID()); err != nil {
 		return fmt.Errorf("chown %s: %w", d, err)

@@ -354,8 +354,7 @@ func (s *state) clearAtomicLeftovers(left *atomicLeftovers) error {
 		case n == dataLink:
 			err = s.removeOwn(top, n, unix.S_IFLNK)
 		case isGenName(n):
-			s.top.forget(n)
-			err = s.removeOwn(top, n, unix.S_IFDIR)
+			err = s.removeGen(n)
 		}
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", n, err)

@@ -218,6 +218,7 @@ type Writer struct {
 	trusted bool
 	pending bool            // a failed call may have changed visible files
 	gen     string          // atomic: generation directory disk lives in
+	made    map[fileID]bool // atomic: generation directories this Writer created
 	dirs    map[string]bool // plain: directories the writer created
 }
 
@@ -242,6 +243,7 @@ func New(opts Options) (*Writer, error) {
 		euid:    os.Geteuid(),
 		egid:    os.Getegid(),
 		bad:     make(map[string]Rejection),
+		made:    make(map[fileID]bool),
 		desired: make(map[string][]byte),
 		warned:  make(map[string]bool),
 		disk:    make(map[string][]byte),
@@ -348,7 +350,7 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 		w.desired[k] = clone(v)
 	}
 	w.trusted = false
-	return w.reconcile()
+	return w.reconcile(true)
 }
 
 // Apply changes the desired state by changes, in order, and brings the
@@ -368,7 +370,7 @@ func (w *Writer) Apply(changes []Change) (Result, error) {
 			w.desired[c.Key] = clone(c.Value)
 		}
 	}
-	return w.reconcile()
+	return w.reconcile(false)
 }
 
 func clone(b []byte) []byte {
@@ -378,10 +380,10 @@ func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-func (w *Writer) reconcile() (Result, error) {
+func (w *Writer) reconcile(full bool) (Result, error) {
 	valid, rejected := partition(w.desired)
 	slices.Sort(valid)
-	s := &state{w: w, valid: valid, wrote: make(map[string]bool), bad: make(map[string]Rejection)}
+	s := &state{w: w, valid: valid, full: full, wrote: make(map[string]bool), bad: make(map[string]Rejection)}
 	err := w.openTarget(s)
 	if err == nil {
 		defer s.top.close()
