@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -15,6 +16,8 @@ type endpoints struct {
 	// without a scheme, and unix://, use TLS exactly when a TLS config is
 	// set.
 	secure, plain string
+	// warning says which empty entries were dropped; "" if none.
+	warning string
 }
 
 // transport says how the etcd client treats an endpoint's scheme.
@@ -26,7 +29,9 @@ const (
 	tlsNever                         // http:
 )
 
-// parseEndpoints splits v at commas and checks every entry.
+// parseEndpoints splits v at commas and checks every entry. Empty entries
+// (a trailing comma, two commas in a row) are dropped with a warning; only a
+// value with no entry at all is an error.
 //
 // Mixing http:// with https:// is an error because the etcd client picks one
 // transport for all endpoints from the first one (clientv3
@@ -37,10 +42,12 @@ func parseEndpoints(v setting) (endpoints, error) {
 	}
 	parts := strings.Split(v.value, ",")
 	var eps endpoints
+	var empty []string // positions of empty entries, from 1
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
 		if p == "" {
-			return endpoints{}, fmt.Errorf("%s: entry %d of %d is empty; remove the extra comma", v.src, i+1, len(parts))
+			empty = append(empty, strconv.Itoa(i+1))
+			continue
 		}
 		if strings.Contains(p, "@") && !strings.HasPrefix(p, "unix") {
 			// Not echoed: it is likely user:password@host.
@@ -58,6 +65,15 @@ func parseEndpoints(v setting) (endpoints, error) {
 			eps.plain = p
 		}
 		eps.list = append(eps.list, p)
+	}
+	switch {
+	case len(eps.list) == 0:
+		return endpoints{}, fmt.Errorf("%s holds only commas; %s", v.src, endpointsHint)
+	case len(empty) == 1:
+		eps.warning = fmt.Sprintf("%s: ignored the empty entry %s of %d; remove the extra comma", v.src, empty[0], len(parts))
+	case len(empty) > 1:
+		eps.warning = fmt.Sprintf("%s: ignored the empty entries %s of %d; remove the extra commas",
+			v.src, strings.Join(empty, ", "), len(parts))
 	}
 	if eps.secure != "" && eps.plain != "" {
 		return endpoints{}, fmt.Errorf("%s mixes %s and %s; the etcd client uses one transport for all endpoints, so give them all the same scheme",

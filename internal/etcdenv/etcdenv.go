@@ -23,6 +23,9 @@
 // settings with http:// endpoints and the like are errors that name the
 // variable and say what to change.
 //
+// What is harmless is accepted: empty entries in ETCD_ENDPOINTS (a trailing
+// comma) are dropped, and Load returns a warning for the caller to log.
+//
 // It deliberately does not read the process environment itself (callers pass
 // os.LookupEnv, tests pass MapLookup), does not create a client and does not
 // log. It does not support the etcd v2 API, DNS discovery or ServerName
@@ -89,13 +92,30 @@ func MapLookup(m map[string]string) Lookup {
 	}
 }
 
-// Config reads the variables through lookup and returns a client
-// configuration, or the first problem found as an error that names the
-// variable and says how to fix it. No error contains a password or a
-// private key.
+// Env is what Load read from the environment.
+type Env struct {
+	// Config is the etcd client configuration, described at Load.
+	Config clientv3.Config
+	// Warnings are harmless mistakes that Load worked around, each one line
+	// that says what was wrong and how to fix it, for the caller to log.
+	Warnings []string
+}
+
+// Config is Load without the warnings; a caller that can log should use
+// Load and log them.
+func Config(lookup Lookup) (clientv3.Config, error) {
+	env, err := Load(lookup)
+	return env.Config, err
+}
+
+// Load reads the variables through lookup and returns a client
+// configuration and warnings, or the first problem found as an error that
+// names the variable and says how to fix it. No error or warning contains a
+// password or a private key.
 //
-// The result has:
-//   - Endpoints as given, with spaces around each entry removed;
+// The configuration has:
+//   - Endpoints as given, with spaces around each entry removed and empty
+//     entries dropped (with a warning);
 //   - Username and Password, if set;
 //   - TLS, if any TLS variable is set or an endpoint uses https:// or
 //     unixs:// (minimum TLS 1.2, system roots unless ETCD_SERVER_CA);
@@ -118,10 +138,10 @@ func MapLookup(m map[string]string) Lookup {
 //     the caller as an error from a client call.
 //
 // The caller may change any field before passing it to clientv3.New.
-func Config(lookup Lookup) (clientv3.Config, error) {
+func Load(lookup Lookup) (Env, error) {
 	s, err := readSettings(lookup)
 	if err != nil {
-		return clientv3.Config{}, err
+		return Env{}, err
 	}
 	cfg := clientv3.Config{
 		DialTimeout:          dialTimeout,
@@ -132,19 +152,23 @@ func Config(lookup Lookup) (clientv3.Config, error) {
 	}
 	eps, err := parseEndpoints(s[varEndpoints])
 	if err != nil {
-		return clientv3.Config{}, err
+		return Env{}, err
 	}
 	cfg.Endpoints = eps.list
 	if cfg.Username, cfg.Password, err = credentials(s); err != nil {
-		return clientv3.Config{}, err
+		return Env{}, err
 	}
 	if cfg.TLS, err = tlsConfig(s, eps); err != nil {
-		return clientv3.Config{}, err
+		return Env{}, err
 	}
 	if cfg.AutoSyncInterval, err = autoSyncInterval(s[varAutoSyncInterval]); err != nil {
-		return clientv3.Config{}, err
+		return Env{}, err
 	}
-	return cfg, nil
+	env := Env{Config: cfg}
+	if eps.warning != "" {
+		env.Warnings = append(env.Warnings, eps.warning)
+	}
+	return env, nil
 }
 
 // credentials returns the user name and password from ETCD_USERNAME and

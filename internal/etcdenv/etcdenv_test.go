@@ -32,9 +32,12 @@ func TestConfigErrors(t *testing.T) {
 		{"no endpoints", map[string]string{}, []string{
 			"ETCD_ENDPOINTS is not set", "set ETCD_ENDPOINTS to a comma-separated list such as http://127.0.0.1:2379"}},
 		{"blank endpoints", map[string]string{"ETCD_ENDPOINTS": "  "}, []string{"ETCD_ENDPOINTS is not set"}},
-		{"empty endpoint entry", map[string]string{"ETCD_ENDPOINTS": "a:1,,b:2"}, []string{
-			"ETCD_ENDPOINTS: entry 2 of 3 is empty", "remove the extra comma"}},
-		{"trailing comma", map[string]string{"ETCD_ENDPOINTS": "a:1, "}, []string{"entry 2 of 2 is empty"}},
+		{"only a comma", map[string]string{"ETCD_ENDPOINTS": ","}, []string{
+			"ETCD_ENDPOINTS holds only commas", "set ETCD_ENDPOINTS to a comma-separated list such as http://127.0.0.1:2379"}},
+		{"only commas and spaces", map[string]string{"ETCD_ENDPOINTS": " , ,\t"}, []string{"ETCD_ENDPOINTS holds only commas"}},
+		{"only commas in file", map[string]string{"ETCD_ENDPOINTS_FILE": writeFile(t, dir, "commas", ",,\n")}, []string{
+			"ETCD_ENDPOINTS_FILE (" + filepath.Join(dir, "commas") + ") holds only commas"}},
+		{"bad entry after an empty one", map[string]string{"ETCD_ENDPOINTS": "a:1,,etcd"}, []string{`"etcd" is neither host:port nor a URL`}},
 		{"endpoint without port", map[string]string{"ETCD_ENDPOINTS": "etcd"}, []string{`"etcd" is neither host:port nor a URL`}},
 		{"url without port", map[string]string{"ETCD_ENDPOINTS": "https://etcd"}, []string{`"https://etcd" has no port`, "https://etcd:2379"}},
 		{"url without host", map[string]string{"ETCD_ENDPOINTS": "http://:2379"}, []string{"has no host"}},
@@ -183,6 +186,44 @@ func TestConfig(t *testing.T) {
 				t.Fatalf("Config() error = %v", err)
 			}
 			tc.check(t, cfg)
+		})
+	}
+}
+
+func TestLoadDropsEmptyEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    []string
+		warning string // the one warning expected; "" for none
+	}{
+		{"clean", map[string]string{"ETCD_ENDPOINTS": "a:1,b:2"}, []string{"a:1", "b:2"}, ""},
+		{"trailing comma", map[string]string{"ETCD_ENDPOINTS": "a:1,"}, []string{"a:1"},
+			"ETCD_ENDPOINTS: ignored the empty entry 2 of 2; remove the extra comma"},
+		{"double comma", map[string]string{"ETCD_ENDPOINTS": "a:1,,b:2"}, []string{"a:1", "b:2"},
+			"ETCD_ENDPOINTS: ignored the empty entry 2 of 3; remove the extra comma"},
+		{"leading, blank and trailing", map[string]string{"ETCD_ENDPOINTS": ",a:1, ,b:2,"}, []string{"a:1", "b:2"},
+			"ETCD_ENDPOINTS: ignored the empty entries 1, 3, 5 of 5; remove the extra commas"},
+		{"file with a trailing comma", map[string]string{"ETCD_ENDPOINTS_FILE": writeFile(t, dir, "eps", "a:1,\n")}, []string{"a:1"},
+			"ETCD_ENDPOINTS_FILE (" + filepath.Join(dir, "eps") + "): ignored the empty entry 2 of 2; remove the extra comma"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := Load(MapLookup(tc.env))
+			if err != nil {
+				t.Fatalf("Load() error = %v", err)
+			}
+			if !slices.Equal(env.Config.Endpoints, tc.want) {
+				t.Errorf("Endpoints = %q, want %q", env.Config.Endpoints, tc.want)
+			}
+			var want []string
+			if tc.warning != "" {
+				want = []string{tc.warning}
+			}
+			if !slices.Equal(env.Warnings, want) {
+				t.Errorf("Warnings = %q, want %q", env.Warnings, want)
+			}
 		})
 	}
 }

@@ -112,6 +112,27 @@ func putGet(t *testing.T, c *clientv3.Client, key string, ok bool) error {
 	return nil
 }
 
+// TestTrailingCommaConnects checks that an ETCD_ENDPOINTS with a trailing
+// comma, which Load accepts with a warning, reaches a real etcd.
+func TestTrailingCommaConnects(t *testing.T) {
+	srv := etcdtest.Start(t)
+	env, err := Load(MapLookup(map[string]string{"ETCD_ENDPOINTS": srv.Endpoint() + ","}))
+	if err != nil {
+		t.Fatalf("Load() error = %v", err)
+	}
+	if len(env.Warnings) != 1 {
+		t.Errorf("Warnings = %q, want one about the empty entry", env.Warnings)
+	}
+	c, err := clientv3.New(env.Config)
+	if err != nil {
+		t.Fatalf("clientv3.New() error = %v", err)
+	}
+	defer c.Close()
+	if err := putGet(t, c, "/comma", true); err != nil {
+		t.Fatalf("put and get through %q: %v", env.Config.Endpoints, err)
+	}
+}
+
 // TestNewDoesNotBlock checks that clientv3.New returns at once when etcd is
 // down, so callers own the retrying.
 func TestNewDoesNotBlock(t *testing.T) {
