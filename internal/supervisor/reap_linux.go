@@ -5,6 +5,8 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -123,4 +125,27 @@ func (c *Child) awaitExit() {
 			return // on error, exec.Cmd.Wait reports it
 		}
 	}
+}
+
+// Foreground reports whether f is a terminal whose foreground process
+// group is this process's group: then Options.Terminal can hand it to the
+// child.
+func Foreground(f *os.File) bool {
+	pgrp, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// sysProcAttr starts the child in a new process group (the terminal's
+// foreground group if term is set), SIGKILLed when this process dies.
+func sysProcAttr(term *os.File) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if term != nil {
+		// Ctty is a descriptor of this process here (see SysProcAttr).
+		attr.Foreground, attr.Ctty = true, int(term.Fd())
+	}
+	return attr
+}
+
+func systemSignalNames() []namedSignal {
+	return []namedSignal{{"STKFLT", syscall.SIGSTKFLT}, {"PWR", syscall.SIGPWR}}
 }

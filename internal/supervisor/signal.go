@@ -14,10 +14,10 @@ type namedSignal struct {
 }
 
 // signalNames lists the signals ParseSignal accepts, in numeric order on
-// Linux (the last two were added later). It is a function rather than a package variable so that no caller
-// can modify the table.
+// Linux (the system-specific ones last). It is a function rather than a
+// package variable so that no caller can modify the table.
 func signalNames() []namedSignal {
-	return []namedSignal{
+	return append([]namedSignal{
 		{"HUP", syscall.SIGHUP},
 		{"INT", syscall.SIGINT},
 		{"QUIT", syscall.SIGQUIT},
@@ -47,9 +47,7 @@ func signalNames() []namedSignal {
 		{"WINCH", syscall.SIGWINCH},
 		{"IO", syscall.SIGIO},
 		{"SYS", syscall.SIGSYS},
-		{"STKFLT", syscall.SIGSTKFLT},
-		{"PWR", syscall.SIGPWR},
-	}
+	}, systemSignalNames()...)
 }
 
 // ParseSignal parses a signal given by name or number. Names are matched

@@ -141,12 +141,7 @@ func Start(opts Options) (*Child, error) {
 	cmd := exec.Command(opts.Argv[0], opts.Argv[1:]...)
 	cmd.Env = opts.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if opts.Terminal != nil {
-		// Ctty is a descriptor of this process here (see SysProcAttr).
-		cmd.SysProcAttr.Foreground = true
-		cmd.SysProcAttr.Ctty = int(opts.Terminal.Fd())
-	}
+	cmd.SysProcAttr = sysProcAttr(opts.Terminal)
 	cmd.WaitDelay = timeout
 	c := &Child{
 		cmd:         cmd,
