@@ -3,9 +3,11 @@ package token
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -108,13 +110,6 @@ func numericDate(t time.Time) *jwt.NumericDate {
 	return &jwt.NumericDate{Time: t.Truncate(time.Second)}
 }
 
-func fromNumericDate(d *jwt.NumericDate) time.Time {
-	if d == nil {
-		return time.Time{}
-	}
-	return d.Time
-}
-
 // MarshalJSON encodes the claims as a JWT payload.
 func (c Claims) MarshalJSON() ([]byte, error) {
 	w := wireClaims{
@@ -159,11 +154,13 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON decodes a JWT payload in one pass. Claim names match
-// exactly (not case-insensitively, unlike encoding/json's struct decoding);
-// a repeated claim takes its last value, except that a repeated
-// etchaPattern, or a key repeated inside it or its files, is refused (two
-// decoders could render different patterns from the same signed bytes). It fails on claims of the wrong
-// JSON type (for example a numeric etchaVersion).
+// exactly (not case-insensitively, unlike encoding/json's struct decoding).
+// A repeated claim name (after JSON unescaping), or a key repeated inside
+// etchaPattern or its files, is refused: two decoders could read different
+// values, and so different patterns or dates, from the same signed bytes
+// (spec §11.13). It fails on claims of the wrong JSON type (for example a
+// numeric etchaVersion) and on dates outside the range of unix seconds
+// (see decodeDate). Errors of the last two kinds are *policyError.
 func (c *Claims) UnmarshalJSON(b []byte) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
@@ -171,28 +168,31 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 	}
 	*c = Claims{}
 	var runEnv map[string]any
-	hasRunVars, hasPattern := false, false
+	seen := map[string]bool{}
 	for d.More() {
 		t, err := d.Token()
 		if err != nil {
 			return err
 		}
 		name, _ := t.(string)
-		if name == "etchaPattern" && hasPattern {
-			return fmt.Errorf("claim etchaPattern appears twice; build it again with etcha build")
+		if seen[name] {
+			return &policyError{fmt.Sprintf("claim %q appears twice; build and sign the token again with each claim once", clip(name))}
 		}
-		hasPattern = hasPattern || name == "etchaPattern"
+		seen[name] = true
 		switch name {
 		case "etchaRunVars":
-			hasRunVars = true
 			err = d.Decode(&c.RunVars)
 		case "etchaRunEnv":
 			err = d.Decode(&runEnv)
 		default:
 			err = c.decodeClaim(d, name)
 		}
+		var pe *policyError
+		if errors.As(err, &pe) {
+			return &policyError{fmt.Sprintf("claim %s: %s", name, pe.msg)}
+		}
 		if err != nil {
-			return fmt.Errorf("claim %s: %w", name, err)
+			return fmt.Errorf("claim %s: %w", clip(name), err)
 		}
 	}
 	if _, err := d.Token(); err != nil { // the closing brace
@@ -201,7 +201,7 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 	if _, err := d.Token(); err != io.EOF {
 		return fmt.Errorf("data after the claims object")
 	}
-	if !hasRunVars {
+	if !seen["etchaRunVars"] {
 		c.RunVars = runEnv
 	}
 	return nil
@@ -251,25 +251,48 @@ func (c *Claims) decodeClaim(d *json.Decoder, name string) error {
 	return nil
 }
 
+// maxUnix is the largest unix time a time.Time holds without overflow:
+// time.Unix wraps beyond it into the distant past.
+const maxUnix = math.MaxInt64 - 62135596800 // seconds from year 1 to 1970
+
 // decodeDate decodes a NumericDate: a JSON number of unix seconds, or
-// null. A string is refused, even one holding digits: encoding/json (and so
-// jwt.NumericDate) would accept "1700000000", and another verifier might
-// not, or might read it differently.
+// null; a fraction is truncated. A string is refused, even one holding
+// digits: encoding/json (and so jwt.NumericDate) would accept
+// "1700000000", and another verifier might not, or might read it
+// differently. A number outside the range of int64 seconds (or of
+// time.Time, a little narrower) is refused with a *policyError: converted,
+// it would wrap around, and an nbf far in the future would become a date
+// long past (spec §11.13).
 func decodeDate(d *json.Decoder, t *time.Time) error {
 	var raw json.RawMessage
 	if err := d.Decode(&raw); err != nil {
 		return err
 	}
+	if string(raw) == "null" {
+		*t = time.Time{}
+		return nil
+	}
 	if len(raw) > 0 && raw[0] == '"' {
 		return fmt.Errorf("must be a number of unix seconds, not a string")
 	}
-	var n *jwt.NumericDate
+	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return err
 	}
-	*t = fromNumericDate(n)
+	f, err := n.Float64()
+	// -2^63 and 2^63 are exact as float64; NaN cannot come from JSON.
+	if err != nil || f < math.MinInt64 || f >= 1<<63 || int64(f) > maxUnix {
+		return &policyError{fmt.Sprintf("%s is outside the range of unix seconds; build and sign the token again with a real date", clip(string(raw)))}
+	}
+	*t = time.Unix(int64(f), 0)
 	return nil
 }
+
+// policyError is a decoding error that carries its own fix, so the
+// generic "three base64url parts" hint is not added to it.
+type policyError struct{ msg string }
+
+func (e *policyError) Error() string { return e.msg }
 
 // Map returns the claims as the JSON object a verifier sees: the value
 // jwtRule expressions run against and `etcha jwt` prints. Numbers with no

@@ -215,7 +215,16 @@ func TestUnmarshalClaims(t *testing.T) {
 		{"names are case-sensitive", `{"ETCHAVERSION":"v1"}`, func(c *Claims) bool {
 			return c.Version == "" && c.Extra["ETCHAVERSION"] == "v1"
 		}, ""},
-		{"repeated claim, last wins", `{"sub":"a","sub":"b"}`, func(c *Claims) bool { return c.Subject == "b" }, ""},
+		{"repeated claim", `{"sub":"a","sub":"b"}`, nil, `claim "sub" appears twice; build and sign the token again with each claim once`},
+		{"repeated unknown claim", `{"x":1,"y":2,"x":1}`, nil, `claim "x" appears twice`},
+		{"repeated claim, escaped name", `{"exp":1,"\u0065xp":2}`, nil, `claim "exp" appears twice`},
+		{"etchaRunEnv beside etchaRunVars", `{"etchaRunEnv":{"a":1},"etchaRunVars":{"b":2}}`, func(c *Claims) bool { return c.RunVars["b"] == 2.0 && c.RunVars["a"] == nil }, ""},
+		{"largest exp", `{"exp":9223371974719179007}`, func(c *Claims) bool { return c.ExpiresAt.Year() > 1<<30 }, ""},
+		{"negative nbf", `{"nbf":-1e10}`, func(c *Claims) bool { return c.NotBefore.Year() == 1653 }, ""},
+		{"exp past int64", `{"exp":9223372036854775808}`, nil, "claim exp: 9223372036854775808 is outside the range of unix seconds; build and sign the token again with a real date"},
+		{"nbf wrapping to the past", `{"nbf":9223372036854775000}`, nil, "claim nbf: 9223372036854775000 is outside the range of unix seconds"},
+		{"iat below int64", `{"iat":-1e19}`, nil, "claim iat: -1e19 is outside the range"},
+		{"exp beyond float64", `{"exp":1e400}`, nil, "claim exp: 1e400 is outside the range"},
 		{"extra numbers", `{"n":3,"f":0.25}`, func(c *Claims) bool { return c.Extra["n"] == int64(3) && c.Extra["f"] == 0.25 }, ""},
 		{"not an object", `["aud"]`, nil, "claims must be a JSON object"},
 		{"trailing data", `{"sub":"a"} {}`, nil, "data after the claims object"},
@@ -232,7 +241,7 @@ func TestUnmarshalClaims(t *testing.T) {
 		}, ""},
 		{"duplicate files key", `{"etchaPattern":{"entrypoint":"/m","files":{"/m":"{}","/m":"{run: []}"}}}`, nil, `claim etchaPattern: files has the key "/m" twice`},
 		{"duplicate entrypoint key", `{"etchaPattern":{"entrypoint":"/a","files":{},"entrypoint":"/b"}}`, nil, `etchaPattern has the key "entrypoint" twice`},
-		{"duplicate etchaPattern claim", `{"etchaPattern":{"entrypoint":"/a"},"etchaPattern":{"entrypoint":"/b"}}`, nil, "claim etchaPattern appears twice"},
+		{"duplicate etchaPattern claim", `{"etchaPattern":{"entrypoint":"/a"},"etchaPattern":{"entrypoint":"/b"}}`, nil, `claim "etchaPattern" appears twice`},
 		{"file not a string", `{"etchaPattern":{"files":{"/m":5}}}`, nil, `file "/m"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,8 +1,10 @@
 package token
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,8 +30,49 @@ type VerifyOptions struct {
 
 // header is the part of the JOSE header Verify looks at.
 type header struct {
-	Alg string `json:"alg"`
-	Kid string `json:"kid"`
+	Alg string
+	Kid string
+}
+
+// UnmarshalJSON decodes a JOSE header. Names match exactly; a repeated
+// name is refused (two verifiers could read different algs or key ids from
+// the same bytes), and so is any crit parameter: this package implements
+// no critical extension, and RFC 7515 §4.1.11 says a token naming one it
+// does not understand must be rejected (spec §11.13). Both are
+// *policyError.
+func (h *header) UnmarshalJSON(b []byte) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return fmt.Errorf("header must be a JSON object")
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return &policyError{fmt.Sprintf("header parameter %q appears twice; sign the token again with each header parameter once", clip(name))}
+		}
+		seen[name] = true
+		switch name {
+		case "alg":
+			err = d.Decode(&h.Alg)
+		case "kid":
+			err = d.Decode(&h.Kid)
+		case "crit":
+			return &policyError{"header has crit, naming critical extensions etcha does not implement (RFC 7515 §4.1.11); sign the token without crit"}
+		default:
+			var skip json.RawMessage
+			err = d.Decode(&skip)
+		}
+		if err != nil {
+			return fmt.Errorf("header parameter %s: %w", clip(name), err)
+		}
+	}
+	_, err := d.Token() // the closing brace; json.Unmarshal checked the rest
+	return err
 }
 
 // parsed is a decoded, unverified token.
@@ -68,10 +111,10 @@ func parse(tok string, maxSize int) (*parsed, error) {
 	}
 	p := &parsed{input: parts[0] + "." + parts[1], claims: &Claims{}}
 	if err := decodePart(parts[0], &p.header); err != nil {
-		return nil, refuse(ReasonMalformed, err, "malformed jwt header: %s; %s", firstLine(err), malformedHint)
+		return nil, malformed("header", err)
 	}
 	if err := decodePart(parts[1], p.claims); err != nil {
-		return nil, refuse(ReasonMalformed, err, "malformed jwt payload: %s; %s", firstLine(err), malformedHint)
+		return nil, malformed("payload", err)
 	}
 	// An empty signature (alg "none") decodes; the signature step refuses it.
 	var err error
@@ -79,6 +122,16 @@ func parse(tok string, maxSize int) (*parsed, error) {
 		return nil, refuse(ReasonMalformed, err, "malformed jwt signature: %s; %s", firstLine(err), malformedHint)
 	}
 	return p, nil
+}
+
+// malformed refuses a token whose part could not be decoded, with the
+// error's own fix for a *policyError, else the generic hint.
+func malformed(part string, err error) *VerifyError {
+	var pe *policyError
+	if errors.As(err, &pe) {
+		return refuse(ReasonMalformed, err, "malformed jwt %s: %s", part, pe.msg)
+	}
+	return refuse(ReasonMalformed, err, "malformed jwt %s: %s; %s", part, firstLine(err), malformedHint)
 }
 
 // decodePart decodes one base64url JSON part into v. Claims are decoded
@@ -94,19 +147,22 @@ func decodePart(s string, v any) error {
 	} else {
 		err = json.Unmarshal(b, v)
 	}
-	if err != nil {
+	var pe *policyError
+	if err != nil && !errors.As(err, &pe) {
 		return fmt.Errorf("bad JSON: %w", err)
 	}
-	return nil
+	return err
 }
 
 // Verify checks a token and returns its claims and the key that verified
 // it. Steps, in order (spec §3.6):
 //
 //  1. Size (ReasonTooLarge), then decoding of the three parts
-//     (ReasonMalformed; this refuses exp/iat/nbf given as strings and a
-//     key repeated in etchaPattern or its files). Surrounding whitespace
-//     is ignored.
+//     (ReasonMalformed; this refuses exp/iat/nbf given as strings or
+//     outside the range of int64 unix seconds, a repeated claim or header
+//     parameter, a key repeated in etchaPattern or its files, and any crit
+//     header, spec §11.13). Surrounding whitespace is ignored. No key is
+//     tried before this step passes.
 //  2. Keys: none configured → ReasonNoKeys.
 //  3. Signature: only keys whose type matches the header alg are tried
 //     (EdDSA ↔ ed25519, ES256 ↔ ecp256, RS256 ↔ rsa2048), each with the
