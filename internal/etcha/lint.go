@@ -17,8 +17,9 @@ import (
 // Lint checks every *.jsonnet and *.libsonnet file under path, skipping
 // lint.exclude (spec §7.2):
 //
-//  1. the file and its imports parse and evaluate with test = true;
-//     .jsonnet files must also be valid patterns (§2.4);
+//  1. the file and its imports parse and evaluate with test = true under
+//     the source "test", like `etcha test`: sources.test.exec and vars
+//     apply; .jsonnet files must also be valid patterns (§2.4);
 //  2. with format set, the file must equal its jsonnetfmt form;
 //  3. each configured lint.linters exec is fed every command's check,
 //     change and remove on stdin and must exit 0 (default: none).
@@ -60,7 +61,7 @@ func (a *App) lintFile(ctx context.Context, path string, format bool) []string {
 	if err != nil {
 		return append(problems, err.Error())
 	}
-	opts, err := a.renderOptions(renderRequest{sourceName: TestSource, source: &SourceConfig{}, test: true})
+	opts, err := a.renderOptions(renderRequest{sourceName: TestSource, source: a.testSource(), test: true})
 	if err != nil {
 		return append(problems, err.Error())
 	}

@@ -39,10 +39,7 @@ func (a *App) Test(ctx context.Context, path string, build bool) error {
 	if len(files) == 0 {
 		return fmt.Errorf("test %s: no .jsonnet files found; pass a pattern file or a directory holding patterns", path)
 	}
-	src := a.config().Sources[TestSource]
-	if src == nil {
-		src = &SourceConfig{}
-	}
+	src := a.testSource()
 	failed := 0
 	for _, f := range files {
 		problems := a.testFile(ctx, f, src, build)
@@ -59,6 +56,16 @@ func (a *App) Test(ctx context.Context, path string, build bool) error {
 		return fmt.Errorf("%d of %d patterns failed their tests; fix the commands listed above", failed, len(files))
 	}
 	return nil
+}
+
+// testSource returns sources.test, whose exec and vars apply under both
+// `etcha test` and `etcha lint` (spec §7.1); an empty source if it is not
+// configured.
+func (a *App) testSource() *SourceConfig {
+	if src := a.config().Sources[TestSource]; src != nil {
+		return src
+	}
+	return &SourceConfig{}
 }
 
 func (a *App) testFile(ctx context.Context, path string, src *SourceConfig, build bool) []string {

@@ -132,3 +132,41 @@ func TestLintNoFiles(t *testing.T) {
 		t.Fatal("Test(missing) = nil, want an error")
 	}
 }
+
+// TestLintAndTestUseTestSource is issue 7 item 24: sources.test (vars and
+// exec env) applies under lint as it does under test, so a pattern that
+// needs it passes both, and one that must not see it fails both.
+func TestLintAndTestUseTestSource(t *testing.T) {
+	cfg := baseConfig + `+{sources: {test: {vars: {region: 'lab'}, exec: {env: {STAGE: 'ci'}}}}}`
+	for _, tc := range []struct {
+		name, pattern string
+		ok            bool
+	}{
+		{name: "needs sources.test", ok: true, pattern: `local c = std.native('getConfig')();
+assert c.vars.region == 'lab' : 'vars.region is not lab';
+assert std.native('getEnv')('STAGE', null, false) == 'ci' : 'STAGE is not ci';
+{ run: [{ id: 'a', always: true, change: 'true' }] }
+`},
+		{name: "refuses sources.test", pattern: `local c = std.native('getConfig')();
+assert !std.objectHas(c.vars, 'region') : 'vars.region is set';
+{ run: [{ id: 'a', always: true, change: 'true' }] }
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := patternTree(t, map[string]string{"p.jsonnet": tc.pattern})
+			for _, step := range []struct {
+				name string
+				run  func(a *App) error
+			}{
+				{"lint", func(a *App) error { return a.Lint(context.Background(), root, false) }},
+				{"test", func(a *App) error { return a.Test(context.Background(), root, false) }},
+			} {
+				a, out := newApp(t, cfg)
+				err := step.run(a)
+				if got := err == nil; got != tc.ok {
+					t.Fatalf("%s: err = %v, want success %v; output:\n%s", step.name, err, tc.ok, out)
+				}
+			}
+		})
+	}
+}
