@@ -60,7 +60,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: dispenser --prefix=/etcd/prefix --target=/dir [flags] [--] [command args...]\n\n")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\netcd connection: ETCD_ENDPOINTS, ETCD_USERNAME, ETCD_PASSWORD, ETCD_USERNAME_AND_PASSWORD,\nETCD_INSECURE_SKIP_VERIFY, ETCD_SERVER_CA, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY (each also as NAME_FILE).\n")
+		fmt.Fprintf(stderr, "\netcd connection: ETCD_ENDPOINTS, ETCD_USERNAME, ETCD_PASSWORD, ETCD_USERNAME_AND_PASSWORD,\nETCD_INSECURE_SKIP_VERIFY, ETCD_SERVER_CA, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY (each also as NAME_FILE).\n"+
+			"ETCD_AUTO_SYNC_INTERVAL (e.g. 5m): replace the endpoints with the members etcd advertises, this often (default: off).\n")
 	}
 	var (
 		c                  config
@@ -78,7 +79,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.fsync, "fsync", false, "fsync files and directories after writing")
 	fs.BoolVar(&c.once, "once", false, "write the files once and exit (for init containers)")
 	fs.StringVar(&wait, "wait", "", "MIN[:MAX]: wait for MIN of quiet (at most MAX, default 4*MIN) before writing and signalling")
-	fs.DurationVar(&c.killTimeout, "kill-timeout", 10*time.Second, "after forwarding SIGTERM/SIGINT, wait this long for the child, then SIGKILL")
+	fs.DurationVar(&c.killTimeout, "kill-timeout", 10*time.Second, "after forwarding SIGTERM/SIGINT, wait this long for the child, then SIGKILL its process group; also how long processes the child leaves behind get after SIGTERM")
 	fs.BoolVar(&c.reap, "reap", false, "reap orphaned zombie processes (always on as PID 1)")
 	fs.StringVar(&c.embedded, "embedded-etcd", "", "start an in-process single-member etcd with its data in `DIR` (development only)")
 	fs.StringVar(&c.embedListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -24,7 +23,7 @@ var (
 // interrupts it, even mid-attempt, and returns a nil client and nil error;
 // --initial-timeout returns an error. On success the caller must call
 // closeClient.
-func (d *daemon) connect(ctx context.Context, cfg clientv3.Config, sigs <-chan os.Signal) (c *clientv3.Client, closeClient func(), err error) {
+func (d *daemon) connect(ctx context.Context, cfg clientv3.Config) (c *clientv3.Client, closeClient func(), err error) {
 	// cfg.Context becomes the client's own: cancelling it closes the client,
 	// so it is cancelled only on failure or by closeClient.
 	connCtx, cancel := context.WithCancelCause(ctx)
@@ -34,12 +33,12 @@ func (d *daemon) connect(ctx context.Context, cfg clientv3.Config, sigs <-chan o
 		defer close(watching)
 		for {
 			select {
-			case s := <-sigs:
-				if isStop(s) {
-					d.log.Info("stopped before connecting to etcd", "signal", s)
-					cancel(errStopped)
-					return
-				}
+			case s := <-d.stops:
+				d.log.Info("stopped before connecting to etcd", "signal", s)
+				cancel(errStopped)
+				return
+			case s := <-d.sigs:
+				d.forward(s)
 			case <-d.giveUp:
 				cancel(errGaveUp)
 				return

@@ -44,7 +44,10 @@ type daemon struct {
 	reload     <-chan time.Time // a reload held back by startGrace; nil when none
 	rejected   map[string]bool  // keys rejected by the last write, counted already
 	failures   int              // consecutive failed writes, for the retry backoff
+	retryIn    time.Duration    // backoff after the last failed write
 	wantRev    int64            // etcd revision of the newest batch taken
+	stops      <-chan os.Signal // SIGTERM, SIGINT, SIGQUIT (see stopSignals)
+	sigs       <-chan os.Signal // every other signal to forward to the child
 }
 
 // run drives the daemon until the child exits or a stop is asked for.
@@ -53,7 +56,7 @@ type daemon struct {
 //  3. With --once, stop there. Otherwise start the child.
 //  4. Apply batches and forward signals until the child exits or SIGTERM,
 //     SIGINT or ctx's end asks us to stop.
-func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
+func (d *daemon) run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	batches := make(chan watch.Batch)
 	watchDone, connDone := make(chan struct{}), make(chan struct{})
@@ -68,7 +71,7 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 	stop := func() { stopWatch(); <-watchDone; <-connDone }
 	defer stop()
 
-	sig, err := d.firstSync(ctx, batches, sigs) // (2)
+	sig, err := d.firstSync(ctx, batches) // (2)
 	if err != nil || sig != nil {
 		return err
 	}
@@ -76,44 +79,63 @@ func (d *daemon) run(ctx context.Context, sigs <-chan os.Signal) error {
 		return nil
 	}
 	if len(d.cfg.argv) > 0 {
-		child, err := supervisor.Start(supervisor.Options{
-			Argv:        d.cfg.argv,
-			Stdin:       os.Stdin,
-			Stdout:      d.stdout,
-			Stderr:      d.stderr,
-			KillTimeout: d.cfg.killTimeout,
-			Reap:        d.cfg.reap || os.Getpid() == 1,
-			Logger:      d.log,
-		})
-		if err != nil {
-			return fmt.Errorf("start %s: %w", d.cfg.argv[0], err)
+		if err := d.startChild(); err != nil {
+			return err
 		}
-		d.child, d.childStart = child, time.Now()
-		d.metrics.ChildStarted()
 	}
-	sig = d.loop(ctx, batches, sigs) // (4)
-	stop()                           // no write is in flight here: the loop does them
+	sig = d.loop(ctx, batches) // (4)
+	stop()                     // no write is in flight here: the loop does them
 	d.log.Info("stopped watching etcd")
-	return d.stopChild(sig, sigs)
+	return d.stopChild(sig)
+}
+
+// startChild starts the child, giving it the terminal when dispenser has
+// it. A command that cannot be run is a *supervisor.StartError (exit 126
+// or 127).
+func (d *daemon) startChild() error {
+	opts := supervisor.Options{
+		Argv:        d.cfg.argv,
+		Stdin:       os.Stdin,
+		Stdout:      d.stdout,
+		Stderr:      d.stderr,
+		KillTimeout: d.cfg.killTimeout,
+		Reap:        d.cfg.reap || os.Getpid() == 1,
+		Logger:      d.log,
+	}
+	if supervisor.Foreground(os.Stdin) {
+		opts.Terminal = os.Stdin
+	}
+	child, err := supervisor.Start(opts)
+	if err != nil {
+		return err
+	}
+	d.child, d.childStart = child, time.Now()
+	d.metrics.ChildStarted()
+	return nil
 }
 
 // firstSync waits for the watcher's first snapshot and writes it. It returns
 // a non-nil signal if a stop was asked for before the write succeeded.
-func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) (os.Signal, error) {
+func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.Signal, error) {
 	var p pending
 	var retry <-chan time.Time
 	for {
 		select {
 		case b := <-batches:
-			d.take(ctx, &p, b, batches)
+			if s := d.take(ctx, &p, b, batches); s != nil {
+				return d.stoppedBeforeSync(s), nil
+			}
+			if retry != nil {
+				continue // a failed write is retried when its backoff ends
+			}
 		case <-d.giveUp:
 			return nil, d.initialTimeout()
 		case <-retry:
-		case s := <-sigs:
-			if isStop(s) {
-				d.log.Info("stopping before the first sync completed", "signal", s)
-				return s, nil
-			}
+			retry = nil
+		case s := <-d.stops:
+			return d.stoppedBeforeSync(s), nil
+		case s := <-d.sigs:
+			d.forward(s)
 			continue
 		case <-ctx.Done():
 			return syscall.SIGTERM, nil
@@ -125,7 +147,7 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 			if d.cfg.once {
 				return nil, fmt.Errorf("--once: write %s: %w", d.cfg.target, err)
 			}
-			retry = time.After(d.backoff())
+			retry = time.After(d.retryIn)
 			continue
 		}
 		d.ready.Store(true)
@@ -134,10 +156,17 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch, sigs
 	}
 }
 
+func (d *daemon) stoppedBeforeSync(s os.Signal) os.Signal {
+	d.log.Info("stopping before the first sync completed", "signal", s)
+	return s
+}
+
 // loop applies batches and forwards signals. It returns the signal to stop
 // the child with: the SIGTERM or SIGINT received, SIGTERM when ctx ended,
-// or nil when the child exited by itself.
-func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-chan os.Signal) os.Signal {
+// or nil when the child exited by itself. While writes fail, batches only
+// add to what is pending: the next write is the retry at the end of the
+// backoff.
+func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal {
 	var (
 		p           pending
 		wait        = quiescence{min: d.cfg.waitMin, max: d.cfg.waitMax}
@@ -150,29 +179,41 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 	for {
 		select {
 		case b := <-batches:
-			d.take(ctx, &p, b, batches)
-			d.drain(ctx, &p, batches)
-			if d.cfg.waitMin == 0 {
-				d.flushAndSignal(&p, &retry)
-				continue
+			if s := d.take(ctx, &p, b, batches); s != nil {
+				return d.stopOrExit(s)
 			}
-			wait.batch()
+			if s := d.drain(ctx, &p, batches); s != nil {
+				return d.stopOrExit(s)
+			}
+			switch {
+			case retry != nil: // backing off: the retry writes this too
+			case d.cfg.waitMin == 0:
+				d.flushAndSignal(&p, &retry)
+			default:
+				wait.batch()
+			}
 		case <-wait.quiet:
 			wait.done()
-			d.flushAndSignal(&p, &retry)
+			if retry == nil {
+				d.flushAndSignal(&p, &retry)
+			}
 		case <-wait.maxed:
 			wait.done()
-			d.flushAndSignal(&p, &retry)
+			if retry == nil {
+				d.flushAndSignal(&p, &retry)
+			}
 		case <-retry:
 			retry = nil
+			wait.done()
 			d.flushAndSignal(&p, &retry)
 		case <-d.reload:
 			d.reload = nil
 			d.signal()
-		case s := <-sigs:
-			if isStop(s) {
+		case s := <-d.stops:
+			if d.isStop(s) {
 				return s
 			}
+		case s := <-d.sigs:
 			d.forward(s)
 		case <-ctx.Done():
 			return syscall.SIGTERM
@@ -182,16 +223,25 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch, sigs <-ch
 	}
 }
 
+// stopOrExit turns take's interruption into loop's result.
+func (d *daemon) stopOrExit(s os.Signal) os.Signal {
+	if s == errChildExited {
+		return nil
+	}
+	d.log.Info("stop asked for during a catch-up; its batches are not written", "signal", s)
+	return s
+}
+
 // flushAndSignal writes what is pending and signals the child once if any
-// file changed. A failed write leaves the old files in place and schedules
-// a retry; the writer keeps the desired state, so the retry needs no batch.
+// file visible to readers changed, even if part of the write failed. A
+// failed write schedules a retry after the backoff; the writer keeps the
+// desired state, so the retry needs no batch.
 func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 	changed, err := d.flush(p)
-	if err != nil {
-		*retry = time.After(d.backoff())
-		return
-	}
 	*retry = nil
+	if err != nil {
+		*retry = time.After(d.retryIn)
+	}
 	if !changed || d.child == nil || d.cfg.signal == 0 {
 		return
 	}
@@ -222,7 +272,8 @@ func (d *daemon) signal() {
 }
 
 // flush hands the pending changes to the writer and resets p. It reports
-// whether any file changed.
+// whether any file visible to readers changed, which a failed write may
+// also have done. After a failure, d.retryIn is the backoff.
 func (d *daemon) flush(p *pending) (bool, error) {
 	var res writer.Result
 	var err error
@@ -236,11 +287,12 @@ func (d *daemon) flush(p *pending) (bool, error) {
 	d.countRejections(res.Rejected)
 	if err != nil {
 		d.failures++
+		d.retryIn = d.backoff()
 		d.writeErr.Store(&err)
 		d.metrics.WriteFailed()
 		d.log.Error("write failed; the previous files stay in place and the write is retried",
-			"dir", d.cfg.target, "rev", d.wantRev, "err", err)
-		return false, err
+			"dir", d.cfg.target, "rev", d.wantRev, "err", err, "failures", d.failures, "retry_in", d.retryIn.Round(time.Millisecond))
+		return res.Changed, err
 	}
 	d.failures = 0
 	d.writeErr.Store(nil)
@@ -272,20 +324,31 @@ func (d *daemon) backoff() time.Duration {
 	return b/2 + rand.N(b/2+1)
 }
 
+// forward passes a signal to the child. A terminal job-control signal
+// (SIGTSTP, SIGTTIN, SIGTTOU) then suspends dispenser too, as the shell
+// expects of a job; the SIGCONT that resumes it is forwarded in turn.
 func (d *daemon) forward(s os.Signal) {
 	if d.child == nil {
-		d.log.Info("ignoring signal: no child to forward it to", "signal", s)
+		d.log.Info("ignoring signal: no child to forward it to yet", "signal", s)
 		return
 	}
-	if err := d.child.Signal(s.(syscall.Signal)); err != nil {
+	sig := s.(syscall.Signal)
+	if err := d.child.Signal(sig); err != nil {
 		d.log.Warn("forward signal to child", "signal", s, "err", err)
+		return
+	}
+	d.log.Debug("forwarded signal", "signal", supervisor.SignalString(sig), "pid", d.child.Pid())
+	if sig == syscall.SIGTSTP || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU {
+		d.log.Debug("suspending after a job-control signal", "signal", s)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	}
 }
 
 // stopChild forwards the stop signal to the child and waits for it; the
-// supervisor SIGKILLs it after --kill-timeout, and a second stop signal
-// skips the rest of that wait. It returns the child's exit.
-func (d *daemon) stopChild(sig os.Signal, sigs <-chan os.Signal) error {
+// supervisor SIGKILLs it after --kill-timeout, and a second SIGTERM or
+// SIGINT kills its whole process group at once. It returns the child's
+// exit.
+func (d *daemon) stopChild(sig os.Signal) error {
 	if d.child == nil {
 		d.log.Info("stopped", "signal", sig)
 		return nil
@@ -300,12 +363,12 @@ func (d *daemon) stopChild(sig os.Signal, sigs <-chan os.Signal) error {
 		select {
 		case err := <-stopped:
 			return d.childExit(err)
-		case s := <-sigs:
-			if isStop(s) {
-				d.log.Warn("second stop signal: killing child now", "signal", s)
-				d.child.Signal(syscall.SIGKILL)
-				continue
+		case s := <-d.stops:
+			if d.isStop(s) {
+				d.log.Warn("second stop signal: killing the child's process group now", "signal", s)
+				d.child.Kill()
 			}
+		case s := <-d.sigs:
 			d.forward(s)
 		}
 	}
@@ -326,21 +389,45 @@ func (d *daemon) childExit(err error) error {
 	return err
 }
 
+// errChildExited is take's answer when the child exited during a catch-up.
+var errChildExited os.Signal = syscall.Signal(0)
+
 // take adds a batch from the watcher to p, and the batches that etcd
 // delivered together with it (b.More), so that a catch-up after a
-// reconnect becomes one write and one signal.
-func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-chan watch.Batch) {
+// reconnect becomes one write and one signal. Between batches it forwards
+// signals. It returns nil once the catch-up is in p; a stop signal (SIGTERM
+// when ctx ends) or errChildExited if it was interrupted, and then p must
+// not be written.
+func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-chan watch.Batch) os.Signal {
+	var childExited <-chan struct{}
+	if d.child != nil {
+		childExited = d.child.Done()
+	}
+	timeout := time.NewTimer(catchUpWait)
+	defer timeout.Stop()
 	for {
 		d.add(p, b)
 		if !b.More {
-			return
+			return nil
 		}
+		timeout.Reset(catchUpWait)
+	next:
 		select {
 		case b = <-batches:
-		case <-time.After(catchUpWait): // a full chunk that was the last one
-			return
+		case <-timeout.C: // a full chunk that was the last one
+			return nil
+		case s := <-d.stops:
+			if d.isStop(s) {
+				return s
+			}
+			goto next
+		case s := <-d.sigs:
+			d.forward(s)
+			goto next
 		case <-ctx.Done():
-			return
+			return syscall.SIGTERM
+		case <-childExited:
+			return errChildExited
 		}
 	}
 }
@@ -363,14 +450,17 @@ func (d *daemon) add(p *pending, b watch.Batch) {
 }
 
 // drain takes every batch that is ready without waiting, so a burst (a
-// catch-up after a reconnect) becomes one write and one signal.
-func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Batch) {
+// catch-up after a reconnect) becomes one write and one signal. It returns
+// what interrupted a catch-up, as take does.
+func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Batch) os.Signal {
 	for {
 		select {
 		case b := <-batches:
-			d.take(ctx, p, b, batches)
+			if s := d.take(ctx, p, b, batches); s != nil {
+				return s
+			}
 		default:
-			return
+			return nil
 		}
 	}
 }
@@ -424,4 +514,21 @@ func orNone(s string) string {
 	return s
 }
 
-func isStop(s os.Signal) bool { return s == syscall.SIGTERM || s == syscall.SIGINT }
+// stopSignals stop dispenser: all three before the child exists; SIGTERM
+// and SIGINT after. They have their own channel, read even while a burst
+// of other signals fills the forwarding one.
+func stopSignals() []os.Signal {
+	return []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT}
+}
+
+// isStop reports whether s, received on the stop channel, stops dispenser.
+// Once the child runs, SIGQUIT is the child's to interpret (a graceful
+// stop for nginx, a thread dump for a JVM): it is forwarded, and dispenser
+// exits when the child does.
+func (d *daemon) isStop(s os.Signal) bool {
+	if s == syscall.SIGQUIT && d.child != nil {
+		d.forward(s)
+		return false
+	}
+	return true
+}

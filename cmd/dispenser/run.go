@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -36,8 +37,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Subscribe before anything slow, so no signal is lost during start-up.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, supervisor.ForwardedSignals()...)
+	// Stop signals have their own channel, so that a burst of others
+	// cannot crowd them out.
+	stops, sigs := make(chan os.Signal, 4), make(chan os.Signal, 64)
+	signal.Notify(stops, stopSignals()...)
+	signal.Notify(sigs, slices.DeleteFunc(supervisor.ForwardedSignals(), func(s os.Signal) bool {
+		return slices.Contains(stopSignals(), s)
+	})...)
+	defer signal.Stop(stops)
 	defer signal.Stop(sigs)
 
 	etcdCfg, stopEtcd, err := etcdConfig(ctx, cfg, log)
@@ -61,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		giveUp:  giveUp,
 		stdout:  stdout,
 		stderr:  stderr,
+		stops:   stops,
+		sigs:    sigs,
 	}
 	if cfg.listenHTTP != "" { // before connecting, so probes get a 503 that says why
 		stop, err := serveHTTP(ctx, d)
@@ -69,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stop()
 	}
-	client, closeClient, err := d.connect(ctx, etcdCfg, sigs)
+	client, closeClient, err := d.connect(ctx, etcdCfg)
 	if err != nil || client == nil {
 		return err
 	}
@@ -82,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	})
 	d.client = client
 	d.connected.Store(true)
-	return d.run(ctx, sigs)
+	return d.run(ctx)
 }
 
 // serveHTTP starts the /metrics, /healthz and /readyz server. The returned
@@ -167,14 +176,19 @@ func etcdConfig(ctx context.Context, cfg *config, log *slog.Logger) (clientv3.Co
 }
 
 // report prints err for the operator and returns the exit status: 0 for
-// success and --help, 2 for usage errors, the child's status when it
-// failed, 1 otherwise.
+// success and --help, 2 for usage errors, 127 or 126 when the child cannot
+// be run (not found, not executable), the child's status when it failed,
+// 1 otherwise.
 func report(stderr io.Writer, err error) int {
 	var exit interface{ ExitCode() int }
+	var start *supervisor.StartError
 	var usage usageError
 	switch {
 	case err == nil, errors.Is(err, pflag.ErrHelp):
 		return 0
+	case errors.As(err, &start):
+		fmt.Fprintf(stderr, "dispenser: %v\n", err)
+		return start.ExitCode()
 	case errors.As(err, &exit):
 		return exit.ExitCode() // the daemon already logged how the child ended
 	case errors.As(err, &usage):
