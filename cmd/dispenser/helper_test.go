@@ -38,12 +38,23 @@ func TestMain(m *testing.M) {
 // then one line per signal: "<SIG> <files>". Its args: dir, then a mode:
 // "serve" (exit 0 on TERM/INT), "ignore-term" (exit only when killed),
 // "exit=N" (exit with N right after ready), "kill-self" and "term-self"
-// (die by SIGKILL or SIGTERM).
+// (die by SIGKILL or SIGTERM), "group-ignore-term" (first start a
+// grandchild in "ignore-term" mode, print "grandchild PID", then behave as
+// "ignore-term").
 func childMain(args []string) int {
 	dir, mode := args[0], args[1]
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
-		syscall.SIGQUIT, syscall.SIGALRM, syscall.SIGCONT, syscall.SIGTERM, syscall.SIGINT)
+		syscall.SIGQUIT, syscall.SIGALRM, syscall.SIGCONT, syscall.SIGTERM, syscall.SIGINT,
+		syscall.SIGPWR, sigRTMin3)
+	if mode == "group-ignore-term" {
+		mode = "ignore-term"
+		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], childSentinel, dir, mode}, &os.ProcAttr{})
+		if err != nil {
+			return 120
+		}
+		fmt.Printf("grandchild %d\n", p.Pid)
+	}
 	fmt.Printf("ready %s\n", contents(dir))
 	switch {
 	case strings.HasPrefix(mode, "exit="):
@@ -65,8 +76,11 @@ func childMain(args []string) int {
 	return 0
 }
 
+// sigRTMin3 is SIGRTMIN+3, systemd's halt signal.
+const sigRTMin3 = syscall.Signal(37)
+
 func signalName(s syscall.Signal) string {
-	for _, n := range []string{"HUP", "USR1", "USR2", "WINCH", "QUIT", "ALRM", "CONT", "TERM", "INT"} {
+	for _, n := range []string{"HUP", "USR1", "USR2", "WINCH", "QUIT", "ALRM", "CONT", "TERM", "INT", "PWR", "RTMIN+3"} {
 		if sig, _ := parseSig(n); sig == s {
 			return n
 		}
@@ -77,7 +91,7 @@ func signalName(s syscall.Signal) string {
 func parseSig(n string) (syscall.Signal, bool) {
 	m := map[string]syscall.Signal{"HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2,
 		"WINCH": syscall.SIGWINCH, "QUIT": syscall.SIGQUIT, "ALRM": syscall.SIGALRM, "CONT": syscall.SIGCONT,
-		"TERM": syscall.SIGTERM, "INT": syscall.SIGINT}
+		"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "PWR": syscall.SIGPWR, "RTMIN+3": sigRTMin3}
 	s, ok := m[n]
 	return s, ok
 }

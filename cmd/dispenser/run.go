@@ -37,15 +37,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Subscribe before anything slow, so no signal is lost during start-up.
-	// Stop signals have their own channel, so that a burst of others
-	// cannot crowd them out.
-	stops, sigs := make(chan os.Signal, 4), make(chan os.Signal, 64)
-	signal.Notify(stops, stopSignals()...)
-	signal.Notify(sigs, slices.DeleteFunc(supervisor.ForwardedSignals(), func(s os.Signal) bool {
-		return slices.Contains(stopSignals(), s)
-	})...)
-	defer signal.Stop(stops)
-	defer signal.Stop(sigs)
+	stops, sigs, unsubscribe := subscribe()
+	defer unsubscribe()
 
 	etcdCfg, stopEtcd, err := etcdConfig(ctx, cfg, log)
 	if err != nil {
@@ -92,6 +85,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	d.client = client
 	d.connected.Store(true)
 	return d.run(ctx)
+}
+
+// subscribe starts delivery of the stop signals and of every other signal
+// to forward, each to its own channel, so that a burst of others cannot
+// crowd out a stop.
+func subscribe() (stops, sigs <-chan os.Signal, unsubscribe func()) {
+	stopc, sigc := make(chan os.Signal, 4), make(chan os.Signal, 64)
+	signal.Notify(stopc, stopSignals()...)
+	signal.Notify(sigc, slices.DeleteFunc(supervisor.ForwardedSignals(), func(s os.Signal) bool {
+		return slices.Contains(stopSignals(), s)
+	})...)
+	return stopc, sigc, func() { signal.Stop(stopc); signal.Stop(sigc) }
 }
 
 // serveHTTP starts the /metrics, /healthz and /readyz server. The returned
