@@ -8,5 +8,7 @@
 // running anything), read the process environment (envInherit takes
 // Options.Environ), apply timeouts other than the caller's context, or keep
 // state between runs. Diff computes which commands
-// a new pattern drops; running them is the caller's job.
+// a new pattern drops; running them is the caller's job. Capture runs one
+// program exactly as a command script runs, for Jsonnet natives such as
+// getCmd (spec §11.14).
 package command
