@@ -49,7 +49,13 @@ func childMain(args []string) int {
 		syscall.SIGPWR, sigRTMin3)
 	if mode == "group-ignore-term" {
 		mode = "ignore-term"
-		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], childSentinel, dir, mode}, &os.ProcAttr{})
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return 120
+		}
+		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], childSentinel, dir, mode},
+			&os.ProcAttr{Files: []*os.File{null, null, null}})
+		null.Close()
 		if err != nil {
 			return 120
 		}

@@ -201,6 +201,9 @@ func TestSecondStopKillsGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.out.next(t, "TERM")
+	if exited(gpid) {
+		t.Fatalf("grandchild %d is not running before the second stop signal", gpid)
+	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +241,9 @@ func TestStopSignalsBeforeChild(t *testing.T) {
 			errs := newLines()
 			done := make(chan error, 1)
 			dir := t.TempDir()
-			go func() { done <- run(context.Background(), append([]string{"-p", "/x", "-t", dir}, childArgs(dir, "serve")...), newLines(), errs) }()
+			go func() {
+				done <- run(context.Background(), append([]string{"-p", "/x", "-t", dir}, childArgs(dir, "serve")...), newLines(), errs)
+			}()
 			errs.containing(t, "connect to etcd failed")
 			if err := syscall.Kill(os.Getpid(), sig); err != nil {
 				t.Fatal(err)
