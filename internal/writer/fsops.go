@@ -329,11 +329,11 @@ func (s *state) clearUnmanaged(dirfd int, key, name, shown string, st *unix.Stat
 		return nil
 	}
 	aside := tempName(asidePrefix + name)
-	s.w.log.Warn("moving aside an entry dispenser did not create, a key needs its name", "key", key, "path", shown,
-		"moved_to", path.Join(path.Dir(shown), aside))
 	if err := unix.Renameat(dirfd, name, dirfd, aside); err != nil {
 		return fmt.Errorf("move %s aside: %w", shown, err)
 	}
+	s.w.log.Warn("moved aside an entry dispenser did not create, a key needs its name", "key", key, "path", shown,
+		"moved_to", path.Join(path.Dir(shown), aside))
 	return nil
 }
 

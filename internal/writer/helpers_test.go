@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 			layout = Plain
 		}
 		exitHelper(helperFsize(os.Getenv("WRITER_TEST_DIR"), layout))
+	case "fsize-visible":
+		exitHelper(helperVisible(os.Getenv("WRITER_TEST_DIR")))
 	case "fsize-pending":
 		exitHelper(helperPending(os.Getenv("WRITER_TEST_DIR")))
 	case "chown":

@@ -465,7 +465,7 @@ func unwritableDetail(err error) string {
 	if errors.As(err, &no) {
 		return "cannot write into " + err.Error()
 	}
-	return fmt.Sprintf("cannot write: %v; remove or fix what is in the way in the target", err)
+	return fmt.Sprintf("cannot write it: %v; unmount or remove what is in the way, or fix its permissions", err)
 }
 
 func (w *Writer) logRejections(rejected []Rejection) {
