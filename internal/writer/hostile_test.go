@@ -185,13 +185,16 @@ func TestGroupIsExplicit(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(opts.Dir, "conf"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			for _, d := range []string{opts.Dir, filepath.Join(opts.Dir, "conf")} {
-				if err := os.Chmod(d, 0o2777); err != nil {
-					t.Fatal(err)
-				}
-			}
 			chown(t, opts.Dir, 0, 65534)
 			chown(t, filepath.Join(opts.Dir, "conf"), 65534, 65534)
+			for _, d := range []string{opts.Dir, filepath.Join(opts.Dir, "conf")} { // after chown, which clears setgid
+				if err := os.Chmod(d, 0o2777|os.ModeSetgid); err != nil {
+					t.Fatal(err)
+				}
+				if fi, err := os.Stat(d); err != nil || fi.Mode()&os.ModeSetgid == 0 {
+					t.Fatalf("%s: %v, %v; want setgid", d, fi, err)
+				}
+			}
 			w := newWriter(t, opts)
 			res := mustSync(t, w, map[string]string{"tls.key": "k", "conf/tls.key": "k2", "n/x": "y"})
 			for _, name := range []string{"tls.key", "n/x", "n"} {
