@@ -392,8 +392,11 @@ func (s *state) ensureLink(name string, m *manifest) error {
 	case m == nil || !m.Files[name]:
 		s.w.log.Warn("replacing file dispenser did not create", "key", name, "path", name)
 	}
+	if err := replaceWithSymlink(top, target, name); err != nil {
+		return err
+	}
 	s.res.Changed = true
-	return replaceWithSymlink(top, target, name)
+	return nil
 }
 
 // removeOurLink removes name if it is a symlink into ..data.

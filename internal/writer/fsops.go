@@ -53,125 +53,6 @@ func tempName(prefix string) string {
 	return prefix + "-" + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// tree holds descriptors of a directory and of real directories below it,
-// each opened relative to its parent with O_NOFOLLOW and kept for the run,
-// so no directory name is resolved twice.
-type tree struct {
-	fds map[string]int // "." is the root
-	st  map[string]unix.Stat_t
-}
-
-func newTree(fd int) (*tree, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return &tree{fds: map[string]int{".": fd}, st: map[string]unix.Stat_t{".": st}}, nil
-}
-
-// open returns the descriptor of directory d, opening it and its parents if
-// needed. It fails (ELOOP, ENOTDIR, ENOENT) unless every component is a real
-// directory.
-func (t *tree) open(d string) (int, error) {
-	if fd, ok := t.fds[d]; ok {
-		return fd, nil
-	}
-	pfd, err := t.open(path.Dir(d))
-	if err != nil {
-		return -1, err
-	}
-	fd, err := openDir(pfd, path.Base(d))
-	if err != nil {
-		return -1, err
-	}
-	return fd, t.add(d, fd)
-}
-
-func (t *tree) has(d string) bool {
-	_, ok := t.fds[d]
-	return ok
-}
-
-func (t *tree) add(d string, fd int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return err
-	}
-	t.fds[d], t.st[d] = fd, st
-	return nil
-}
-
-// forget closes d and everything below it, after d was moved or removed.
-func (t *tree) forget(d string) {
-	for p, fd := range t.fds {
-		if p == d || strings.HasPrefix(p, d+"/") {
-			unix.Close(fd)
-			delete(t.fds, p)
-			delete(t.st, p)
-		}
-	}
-}
-
-func (t *tree) close() {
-	if t != nil {
-		for _, fd := range t.fds {
-			unix.Close(fd)
-		}
-	}
-}
-
-// fileID identifies an inode.
-type fileID struct{ dev, ino uint64 }
-
-func idOf(st unix.Stat_t) fileID { return fileID{uint64(st.Dev), st.Ino} }
-
-func openDir(dirfd int, name string) (int, error) {
-	return unix.Openat(dirfd, name, oDir, 0)
-}
-
-func lstatAt(dirfd int, name string) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	return st, err
-}
-
-func isDir(st *unix.Stat_t) bool  { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
-func isReg(st *unix.Stat_t) bool  { return st.Mode&unix.S_IFMT == unix.S_IFREG }
-func isLink(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFLNK }
-
-func readlinkAt(dirfd int, name string) (string, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Readlinkat(dirfd, name, buf)
-		if err != nil {
-			return "", err
-		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-}
-
-// listDir returns the entries of the directory open as fd, without using
-// up fd.
-func listDir(fd int) ([]os.DirEntry, error) {
-	dup, err := unix.Openat(fd, ".", oDir, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(dup), ".")
-	defer f.Close()
-	return f.ReadDir(-1)
-}
-
-// split returns the directory of name ("." at the top) and its last segment.
-func split(name string) (string, string) {
-	return path.Dir(name), path.Base(name)
-}
-
 // fileGID is the group every file and directory the writer creates gets:
 // explicit, so a setgid parent cannot choose it.
 func (w *Writer) fileGID() int {
@@ -287,7 +168,7 @@ func (s *state) mkdir(t *tree, d string) error {
 		return fmt.Errorf("create directory %s: %w", d, err)
 	}
 	st := t.st[d]
-	if int(st.Uid) != s.w.euid || st.Mode&0o077 != 0 || st.Nlink != 2 || !emptyDir(fd) {
+	if int(st.Uid) != s.w.euid || st.Mode&0o077 != 0 || !emptyDir(fd) {
 		t.forget(d)
 		return replaced
 	}
@@ -436,48 +317,36 @@ func topName(key string) string {
 }
 
 // removeReservedLeftovers removes temp entries left at the top of the target
-// by a crashed run, if they are what the writer makes there.
+// by a crashed run, if they are what the writer makes there: symlinks of
+// its uid, files of its uid or of the configured owner.
 func (s *state) removeReservedLeftovers(entries []os.DirEntry) {
+	top := s.top.fds["."]
 	for _, e := range entries {
-		if n := e.Name(); strings.HasPrefix(n, tmpPrefix) || n == dataTmpLink {
-			s.removeOwn(s.top.fds["."], n, unix.S_IFLNK, unix.S_IFREG)
+		n := e.Name()
+		if !strings.HasPrefix(n, tmpPrefix) && n != dataTmpLink {
+			continue
+		}
+		if st, err := lstatAt(top, n); err == nil && (isLink(&st) && int(st.Uid) == s.w.euid || isReg(&st) && s.w.ownedFile(&st)) {
+			unix.Unlinkat(top, n, 0)
 		}
 	}
 }
 
-// removeOwn removes name in dirfd, recursively if it is a directory, but
-// only if it is owned by the writer's uid and of one of the given types
-// (S_IFDIR, S_IFREG, S_IFLNK): reserved names alone do not make an entry
-// the writer's. A directory is checked on its open descriptor and emptied
-// through it.
+// removeOwn removes name in dirfd, a file or symlink, only if it has the
+// writer's uid and one of the given types (S_IFREG, S_IFLNK): reserved
+// names alone do not make an entry the writer's.
 func (s *state) removeOwn(dirfd int, name string, types ...uint32) error {
 	st, err := lstatAt(dirfd, name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
 		return err
 	}
 	if int(st.Uid) != s.w.euid || !slices.Contains(types, st.Mode&unix.S_IFMT) {
 		return nil
 	}
-	if !isDir(&st) {
-		return unix.Unlinkat(dirfd, name, 0)
-	}
-	fd, err := openDir(dirfd, name)
-	if err != nil {
-		return err
-	}
-	if unix.Fstat(fd, &st) != nil || int(st.Uid) != s.w.euid {
-		unix.Close(fd)
-		return nil
-	}
-	err = emptyTree(fd)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.Unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil

@@ -152,9 +152,12 @@ type Options struct {
 	// keys, generation directories), applied with chmod. Zero means 0755.
 	// Directories keep the process's owner.
 	DirMode fs.FileMode
-	// UID and GID are the owner given to every file; -1 leaves the owner the
-	// process creates files with. Beware: the zero value 0 means root, so
-	// callers that do not want a chown must pass -1 explicitly.
+	// UID and GID are the owner given to every file; UID -1 leaves the
+	// owner the process creates files with, GID -1 gives files and
+	// directories the process's own gid (set explicitly, so a setgid
+	// parent cannot choose it); an existing file's group is then not
+	// corrected. Beware: the zero value 0 means root, so callers that do
+	// not want a chown must pass -1 explicitly.
 	UID, GID int
 	// Fsync makes the writer fsync every written file and the directories it
 	// changes before reporting success. False skips fsync (faster; a crash
