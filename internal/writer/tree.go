@@ -126,4 +126,3 @@ func listDir(fd int) ([]os.DirEntry, error) {
 func split(name string) (string, string) {
 	return path.Dir(name), path.Base(name)
 }
-
