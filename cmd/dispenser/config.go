@@ -29,6 +29,7 @@ type config struct {
 	layout      writer.Layout
 	fsync       bool
 	once        bool
+	version     bool          // --version: print it and exit
 	waitMin     time.Duration // 0: no debounce
 	waitMax     time.Duration
 	killTimeout time.Duration
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.initTimeout, "initial-timeout", 0, "give up if the first complete sync takes longer than this (default: wait forever)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -96,6 +98,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{err}
 	}
 	c.argv = fs.Args()
+	if c.version {
+		return &c, nil
+	}
 
 	var err error
 	if c.prefix == "" {

@@ -17,6 +17,7 @@ import (
 	"github.com/dispenser-dev/dispenser/internal/etcdenv"
 	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
+	"github.com/dispenser-dev/dispenser/internal/version"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
 )
@@ -29,6 +30,10 @@ import (
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.version {
+		_, err := fmt.Fprintln(stdout, version.String())
 		return err
 	}
 	log, err := newLogger(cfg, stderr)
@@ -158,11 +163,14 @@ func newWriter(cfg *config, log *slog.Logger) (*writer.Writer, error) {
 // --embedded-etcd is set. The returned stop function is always safe to call.
 func etcdConfig(ctx context.Context, cfg *config, log *slog.Logger) (clientv3.Config, func(), error) {
 	if cfg.embedded == "" {
-		c, err := etcdenv.Config(os.LookupEnv)
+		env, err := etcdenv.Load(os.LookupEnv)
 		if err != nil {
-			return c, nil, usageError{err}
+			return clientv3.Config{}, nil, usageError{err}
 		}
-		return c, func() {}, nil
+		for _, w := range env.Warnings {
+			log.Warn(w)
+		}
+		return env.Config, func() {}, nil
 	}
 	if v, ok := os.LookupEnv("ETCD_ENDPOINTS"); ok && v != "" {
 		return clientv3.Config{}, nil, usagef("--embedded-etcd and ETCD_ENDPOINTS=%s both say where etcd is; unset one", v)

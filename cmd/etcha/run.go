@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/dispenser-dev/dispenser/internal/etcha"
+	"github.com/dispenser-dev/dispenser/internal/version"
 )
 
 const usage = `Usage: etcha [-c config] [-x key=value]... [-d] [-l level] <command> [flags] [args]
@@ -45,8 +45,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	overrides := fs.StringArrayP("set", "x", nil, "override a config `key=value` (nested keys joined with _), repeatable")
 	noExternal := fs.BoolP("no-external", "d", false, "disable Jsonnet natives that reach outside (getCmd, getFile, getRecord)")
 	level := fs.StringP("log-level", "l", "info", "minimum log `level`: none, debug, info, warn, error")
+	showVersion := fs.Bool("version", false, "print the version and exit (same as the version command)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, version.String())
+		return err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -56,7 +61,7 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	app := &etcha.App{Env: env, Stdout: stdout, Logger: logger, Version: version(), NoExternal: *noExternal}
+	app := &etcha.App{Env: env, Stdout: stdout, Logger: logger, Version: version.String(), NoExternal: *noExternal}
 	name, rest := fs.Arg(0), fs.Args()[1:]
 	switch name {
 	case "version":
@@ -176,14 +181,6 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, etcha.Usagef("-l %q is not a log level; use none, debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
-// version is the module version stamped by the go command, or "dev".
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }
 
 // report prints err as one "etcha: ..." line and returns the exit code:

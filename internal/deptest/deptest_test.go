@@ -17,8 +17,8 @@ var allowed = map[string][]string{
 	"internal/pattern": {"internal/command"},
 	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token"},
 	"cmd/dispenser": {"internal/etcdenv", "internal/watch", "internal/writer", "internal/supervisor",
-		"internal/metrics", "internal/devetcd"},
-	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token"},
+		"internal/metrics", "internal/devetcd", "internal/version"},
+	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/version"},
 }
 
 func TestImportDirection(t *testing.T) {
