@@ -41,6 +41,9 @@ func (s *state) atomic() error {
 	if err != nil {
 		return err
 	}
+	if s.full && cur != "" {
+		w.made[idOf(s.top.st[cur])] = true // Sync trusts a generation of the writer's uid
+	}
 	trusted := w.trusted && cur != "" && cur == w.gen && w.made[idOf(s.top.st[cur])]
 	var old map[string]bool
 	if trusted {
@@ -72,6 +75,7 @@ func (s *state) atomic() error {
 		return err
 	}
 	s.removeOldGens(cur, next, trusted) // (5)
+	w.gen = next
 	return nil
 }
 
