@@ -271,8 +271,8 @@ func (s *state) removeEmptyDirs(dirs []string) map[string]bool {
 	for _, d := range sorted {
 		dir, base := split(d)
 		pfd, err := s.top.open(dir)
-		if err != nil {
-			gone[d] = errors.Is(err, unix.ENOENT)
+		if err != nil { // not reachable through real directories: not the writer's any more
+			gone[d] = errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR)
 			continue
 		}
 		st, err := lstatAt(pfd, base)

@@ -67,14 +67,17 @@
 //   - the manifest is trusted only if it is a regular file of the writer's
 //     uid, not writable by group or others, of bounded size; reserved ".."
 //     names are removed only if they have the writer's uid and the type the
-//     writer makes there; managed files are removed only if they have the
-//     writer's or the configured owner's uid, and directories only while
-//     they are empty real directories reached through real directories.
+//     writer makes there; a generation only if this Writer created that
+//     very directory, or, during Sync, if it is a directory of the writer's
+//     uid; managed files only if they have the configured owner's uid (the
+//     writer's without one), and directories only while they are empty real
+//     directories reached through real directories.
 //
 // What it does not defend against: such a user can still delete or rename
 // entries in the target (unless it has the sticky bit), and so change what
 // readers see at the names they can write; a root-owned entry renamed by
-// them onto a reserved name is indistinguishable from the writer's own.
+// them onto a reserved name is indistinguishable from the writer's own, so
+// the next Sync may remove it.
 //
 // # Start-up and layout changes
 //
