@@ -184,6 +184,46 @@ func TestUnwritableKeyStillSignals(t *testing.T) {
 	}
 }
 
+// TestPartialWriteStillSignals: a change set that fails part-way (here the
+// disk fills up in the plain layout, after a=2 is already in place) is an
+// error for the whole batch, yet readers already see a=2, so the child gets
+// its signal at once rather than after a retry that may never succeed
+// (issue 7 item 7, the error path).
+func TestPartialWriteStillSignals(t *testing.T) {
+	disk := t.TempDir()
+	if err := unix.Mount("dispenser-test", disk, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount tmpfs on %s: %v (needs root)", disk, err)
+	}
+	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+	dir := filepath.Join(disk, "target")
+	s := etcdtest.Start(t)
+	put(t, s, "/p/a", "1")
+	r := start(t, s, append([]string{"-p", "/p", "-t", dir, "-s", "HUP", "--layout", "plain"}, childArgs(dir, "serve")...)...)
+	if got, _ := r.out.next(t, "ready"); got != "ready a=1" {
+		t.Fatalf("child started with %q", got)
+	}
+	// Leave 64 KiB free on the tmpfs, beside (not in) the target.
+	var st unix.Statfs_t
+	if err := unix.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := int64(st.Bavail)*st.Bsize - 64<<10
+	if err := os.WriteFile(filepath.Join(disk, "filler"), make([]byte, filler), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := s.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	big := strings.Repeat("z", 256<<10) // "z" sorts after "a": a=2 is written first
+	if _, err := c.Txn(ctx).Then(clientv3.OpPut("/p/a", "2"), clientv3.OpPut("/p/z", big)).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r.errs.containing(t, "no space left")
+	if got, _ := r.out.next(t, "HUP"); got != "HUP a=2" {
+		t.Fatalf("after a write that failed part-way the child saw %q, want %q", got, "HUP a=2")
+	}
+}
+
 // TestSecondStopKillsGroup: the second stop signal kills the child's whole
 // process group, not only the child (issue 7 item 13).
 func TestSecondStopKillsGroup(t *testing.T) {
