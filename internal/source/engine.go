@@ -1,0 +1,278 @@
+// Package source is the core of etcha's listen mode (spec §4.2–4.5, §4.8):
+// a set of named sources, each with a current pattern, that receive signed
+// pattern JWTs and run them.
+//
+// For every JWT handed to [Engine.Receive] it verifies (spec §3.6, via
+// internal/token), refuses replays of older patterns (§11.10), compares with
+// the current pattern (§3.7), renders (through a [Renderer]), diffs (§4.4),
+// saves the JWT to <stateDir>/<source>.jwt (§4.5) and runs. Runs of one
+// source are queued first in, first out unless it sets runMulti. At start-up
+// ([New]) each source restores its saved JWT, else its static commands.
+//
+// It deliberately knows nothing about where JWTs come from: it does not read
+// pull paths, fetch URLs, watch etcd, listen for HTTP, dispatch events or
+// keep metrics. Callers hand it JWT text with an [Origin] and get a
+// [Result]; [Options.OnResult] is the seam for events, webhooks and metrics.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/command"
+	"github.com/dispenser-dev/dispenser/internal/token"
+)
+
+// Pattern is a rendered pattern as a source runs it: its run list and the
+// effective exec (main exec, source exec and runExec merged).
+type Pattern struct {
+	Run  command.Commands
+	Exec command.Exec
+}
+
+// Renderer renders the pattern of a verified JWT for a source: it applies
+// the configured vars and exec layers (spec §5.3, §2.9). jwt is the raw
+// token text (for the jwt var). It must be safe for concurrent use.
+type Renderer interface {
+	Render(ctx context.Context, source string, claims *token.Claims, jwt string) (Pattern, error)
+}
+
+// RenderFunc adapts a function to Renderer.
+type RenderFunc func(ctx context.Context, source string, claims *token.Claims, jwt string) (Pattern, error)
+
+// Render calls f.
+func (f RenderFunc) Render(ctx context.Context, source string, claims *token.Claims, jwt string) (Pattern, error) {
+	return f(ctx, source, claims, jwt)
+}
+
+// Config is one source (spec §4.1). The zero value (with a Name) is a
+// source with no static commands and every option off.
+type Config struct {
+	// Name is the source name: not empty; any other text is allowed, and
+	// is escaped in the state file name (see StatePath).
+	Name string
+	// Static is the pattern of the static commands (sources.<s>.commands
+	// with the source's effective exec); nil means none.
+	Static *Pattern
+	// VerifyKeys are appended to Options.VerifyKeys for this source.
+	VerifyKeys token.PublicKeys
+	// JWTRule replaces Options.JWTRule when not empty.
+	JWTRule string
+
+	CheckOnly         bool // run in check mode only; no removals
+	NoRemove          bool // never run diff removals
+	NoRestore         bool // neither save nor restore <stateDir>/<source>.jwt
+	TriggerOnly       bool // store new patterns but run only on events and webhooks
+	RunMulti          bool // let runs overlap instead of queueing
+	PullIgnoreVersion bool // ignore etchaVersion when comparing (spec §3.7)
+	AllowRollback     bool // accept a JWT older than the current one (spec §11.10)
+}
+
+// Options configure an Engine. Only Renderer is required.
+type Options struct {
+	// StateDir holds <source>.jwt files. "" means the working directory.
+	// It is created (0700) when the first JWT is saved.
+	StateDir string
+	// VerifyKeys are run.verifyKeys. A source with no keys at all refuses
+	// every JWT (token.ReasonNoKeys).
+	VerifyKeys token.PublicKeys
+	// JWTRule is run.jwtRule; "" means none.
+	JWTRule string
+	// MaxSize is the JWT size limit in bytes; 0 means token.DefaultMaxSize.
+	MaxSize int
+	// Now is the clock for exp/nbf; nil means time.Now.
+	Now func() time.Time
+	// Renderer renders verified JWTs.
+	Renderer Renderer
+	// Environ is what scripts with envInherit inherit (normally
+	// os.Environ()); nil means nothing.
+	Environ []string
+	// Logger receives the engine's and the commands' logs; nil discards.
+	Logger *slog.Logger
+	// OnResult, if set, is called after every Receive and Run that got as
+	// far as a Result (including refusals), in the caller's goroutine,
+	// after the source's queue is released. It must not block for long.
+	OnResult func(source string, origin Origin, r Result)
+}
+
+// ErrClosed is returned by Receive and Run after Close has begun, and to
+// calls still waiting in a queue when it does.
+var ErrClosed = errors.New("source engine is shutting down")
+
+// Engine holds the sources. Its methods are safe for concurrent use.
+type Engine struct {
+	opts    Options
+	log     *slog.Logger
+	names   []string
+	sources map[string]*src
+
+	runCtx     context.Context // cancelled when Close gives up waiting
+	cancelRuns context.CancelCauseFunc
+	stop       chan struct{} // closed when Close begins
+
+	mu     sync.Mutex
+	closed bool
+	calls  sync.WaitGroup // Receive and Run calls in progress
+}
+
+// src is one source and its current pattern.
+type src struct {
+	cfg   Config
+	queue fifo
+
+	mu  sync.Mutex
+	cur *current // nil: no pattern
+}
+
+// current is a source's current pattern.
+type current struct {
+	jwt     string        // "" for static commands
+	claims  *token.Claims // nil for static commands
+	key     string        // ID of the verifying key
+	pattern Pattern
+}
+
+// New registers the sources in name order and restores each one's current
+// pattern (spec §4.2 step 2):
+//
+//  1. unless NoRestore, <stateDir>/<source>.jwt, if it exists, verifies
+//     and renders (a file that does not is logged and ignored, never run);
+//  2. else the static commands, if any;
+//  3. else no pattern.
+//
+// Nothing runs. A missing Renderer, an empty or repeated source name is an
+// error. ctx bounds the renders.
+func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
+	if opts.Renderer == nil {
+		return nil, errors.New("source engine: no Renderer; set Options.Renderer")
+	}
+	e := &Engine{opts: opts, log: opts.Logger, sources: map[string]*src{}, stop: make(chan struct{})}
+	if e.log == nil {
+		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	e.log = e.log.With("component", "source")
+	for _, c := range sources {
+		if c.Name == "" {
+			return nil, errors.New("source with an empty name; give every source a name")
+		}
+		if _, dup := e.sources[c.Name]; dup {
+			return nil, fmt.Errorf("source %q configured twice; give each source one entry", c.Name)
+		}
+		e.sources[c.Name] = &src{cfg: c}
+		e.names = append(e.names, c.Name)
+	}
+	slices.Sort(e.names)
+	e.runCtx, e.cancelRuns = context.WithCancelCause(context.Background())
+	for _, n := range e.names {
+		e.restore(ctx, e.sources[n])
+	}
+	return e, nil
+}
+
+// Names returns the source names in order.
+func (e *Engine) Names() []string { return slices.Clone(e.names) }
+
+// Current returns the raw JWT of the source's current pattern ("" when it
+// has none or runs static commands) and whether the source exists.
+func (e *Engine) Current(name string) (jwt string, ok bool) {
+	s := e.sources[name]
+	if s == nil {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return "", true
+	}
+	return s.cur.jwt, true
+}
+
+// Close stops the engine: new calls and calls waiting in a queue return
+// ErrClosed at once; runs in progress may finish until ctx is done, then
+// their commands' contexts are cancelled (which kills their process
+// groups) and Close waits for them to return. It returns ctx's error if
+// it had to cancel runs, else nil. Calling it again waits again.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.stop)
+	}
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // owned: Close waits for done below on both paths
+		e.calls.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		e.cancelRuns(ErrClosed)
+		return nil
+	case <-ctx.Done():
+		e.cancelRuns(fmt.Errorf("%w: grace period over: %w", ErrClosed, context.Cause(ctx)))
+		<-done
+		return context.Cause(ctx)
+	}
+}
+
+// enter registers a call, or refuses it after Close.
+func (e *Engine) enter(name string) (*src, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	s := e.sources[name]
+	if s == nil {
+		return nil, &UnknownSourceError{Name: name}
+	}
+	e.calls.Add(1)
+	return s, nil
+}
+
+// UnknownSourceError is returned for a source name that is not configured.
+type UnknownSourceError struct{ Name string }
+
+func (u *UnknownSourceError) Error() string {
+	return fmt.Sprintf("unknown source %q; configure it under sources", clip(u.Name))
+}
+
+// acquire waits for the source's turn (none for runMulti).
+func (e *Engine) acquire(ctx context.Context, s *src) (release func(), err error) {
+	if s.cfg.RunMulti {
+		return func() {}, nil
+	}
+	if err := s.queue.lock(ctx, e.stop); err != nil {
+		return nil, err
+	}
+	return s.queue.unlock, nil
+}
+
+// runContext is ctx, also cancelled when Close gives up waiting.
+func (e *Engine) runContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(e.runCtx, func() { cancel(context.Cause(e.runCtx)) })
+	return ctx, func() { stop(); cancel(context.Canceled) }
+}
+
+func (e *Engine) report(name string, r Result) {
+	if e.opts.OnResult != nil {
+		e.opts.OnResult(name, r.Origin, r)
+	}
+}
+
+// clip shortens untrusted text for messages.
+func clip(s string) string {
+	const limit = 64
+	if len(s) > limit {
+		s = s[:limit] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}
