@@ -15,7 +15,8 @@ const module = "github.com/dispenser-dev/dispenser/"
 // may import. A package not listed may import none.
 var allowed = map[string][]string{
 	"internal/pattern": {"internal/command"},
-	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token"},
+	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token", "internal/source"},
+	"internal/source":  {"internal/command", "internal/token"},
 	"cmd/dispenser": {"internal/etcdenv", "internal/watch", "internal/writer", "internal/supervisor",
 		"internal/metrics", "internal/devetcd", "internal/version"},
 	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/version"},

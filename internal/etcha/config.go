@@ -31,12 +31,14 @@ const EnvPrefix = "etcha_"
 // Config is the part of Etcha's configuration the CLI commands use. Keys
 // it does not know are kept in Raw (for getConfig()) and otherwise ignored.
 type Config struct {
-	Build   BuildConfig              `json:"build"`
-	Exec    *command.Exec            `json:"exec,omitempty"`
-	Lint    LintConfig               `json:"lint"`
-	Run     RunConfig                `json:"run"`
-	Sources map[string]*SourceConfig `json:"sources,omitempty"`
-	Vars    map[string]any           `json:"vars,omitempty"`
+	Build      BuildConfig              `json:"build"`
+	Exec       *command.Exec            `json:"exec,omitempty"`
+	HTTPClient HTTPClientConfig         `json:"httpClient"`
+	HTTPServer HTTPServerConfig         `json:"httpServer"`
+	Lint       LintConfig               `json:"lint"`
+	Run        RunConfig                `json:"run"`
+	Sources    map[string]*SourceConfig `json:"sources,omitempty"`
+	Vars       map[string]any           `json:"vars,omitempty"`
 
 	// Raw is the whole merged configuration, for getConfig() (spec §5.2).
 	Raw map[string]any `json:"-"`
@@ -60,6 +62,32 @@ type RunConfig struct {
 	// MaxJWTSize is the largest JWT, in bytes, that jwt, render and
 	// compare accept; 0 means 1 MiB. Not an Etcha key.
 	MaxJWTSize int `json:"maxJWTSize,omitempty"`
+	// StateDir holds <source>.jwt, the last accepted JWT of each source
+	// (spec §4.5); "" means the working directory.
+	StateDir string `json:"stateDir,omitempty"`
+	// RandomizedStartDelaySec: `etcha run` first sleeps a random time up
+	// to this many seconds.
+	RandomizedStartDelaySec int `json:"randomizedStartDelaySec,omitempty"`
+	// TimeoutPush bounds the run a push starts; 0 means 10m.
+	TimeoutPush pattern.Duration `json:"timeoutPush,omitempty"`
+}
+
+// HTTPClientConfig holds httpClient.* keys, for pulls.
+type HTTPClientConfig struct {
+	// TLSSkipVerify accepts any certificate on https pulls.
+	TLSSkipVerify bool `json:"tlsSkipVerify,omitempty"`
+}
+
+// HTTPServerConfig holds httpServer.* keys, for `etcha run`'s listener.
+type HTTPServerConfig struct {
+	// ListenAddress defaults to ":4000".
+	ListenAddress        string `json:"listenAddress,omitempty"`
+	TLSCertificatePath   string `json:"tlsCertificatePath,omitempty"`
+	TLSKeyPath           string `json:"tlsKeyPath,omitempty"`
+	TLSCertificateBase64 string `json:"tlsCertificateBase64,omitempty"`
+	TLSKeyBase64         string `json:"tlsKeyBase64,omitempty"`
+	// RateLimitRate limits requests per client address; "" means off.
+	RateLimitRate string `json:"rateLimitRate,omitempty"`
 }
 
 // LintConfig holds lint.* keys.
@@ -72,14 +100,23 @@ type LintConfig struct {
 	Linters map[string]*command.Exec `json:"linters,omitempty"`
 }
 
-// SourceConfig holds the sources.<name>.* keys used by local, build and
-// test.
+// SourceConfig holds the sources.<name>.* keys (spec §4.1).
 type SourceConfig struct {
-	CheckOnly  bool           `json:"checkOnly,omitempty"`
-	Exec       *command.Exec  `json:"exec,omitempty"`
-	JWTRule    string         `json:"jwtRule,omitempty"`
-	Vars       map[string]any `json:"vars,omitempty"`
-	VerifyKeys stringList     `json:"verifyKeys,omitempty"`
+	AllowPush         bool             `json:"allowPush,omitempty"`
+	AllowRollback     bool             `json:"allowRollback,omitempty"`
+	CheckOnly         bool             `json:"checkOnly,omitempty"`
+	Commands          command.Commands `json:"commands,omitempty"`
+	Exec              *command.Exec    `json:"exec,omitempty"`
+	JWTRule           string           `json:"jwtRule,omitempty"`
+	NoRemove          bool             `json:"noRemove,omitempty"`
+	NoRestore         bool             `json:"noRestore,omitempty"`
+	PullIgnoreVersion bool             `json:"pullIgnoreVersion,omitempty"`
+	PullPaths         []string         `json:"pullPaths,omitempty"`
+	RunFrequency      pattern.Duration `json:"runFrequency,omitempty"`
+	RunMulti          bool             `json:"runMulti,omitempty"`
+	TriggerOnly       bool             `json:"triggerOnly,omitempty"`
+	Vars              map[string]any   `json:"vars,omitempty"`
+	VerifyKeys        stringList       `json:"verifyKeys,omitempty"`
 }
 
 // LoadOptions say where configuration comes from.
@@ -251,6 +288,15 @@ func (c *Config) Validate() error {
 		if _, err := parseKeys("sources."+name+".verifyKeys", s.VerifyKeys); err != nil {
 			return err
 		}
+		if err := s.Commands.Validate(); err != nil {
+			return fmt.Errorf("config sources.%s.commands: %w", name, err)
+		}
+		if s.RunFrequency < 0 {
+			return fmt.Errorf("config sources.%s.runFrequency is negative; use a duration such as \"5m\", or \"\" for start-up only", name)
+		}
+	}
+	if c.Run.RandomizedStartDelaySec < 0 {
+		return fmt.Errorf("config run.randomizedStartDelaySec is %d; use 0 or more seconds", c.Run.RandomizedStartDelaySec)
 	}
 	if _, err := c.exclude(); err != nil {
 		return err
