@@ -79,7 +79,10 @@ func (v *env) signWith(c *token.Claims, key token.PrivateKey) string {
 	return s
 }
 
-func (v *env) sign(jsonnet string) string { v.tb.Helper(); return v.signWith(v.claims(jsonnet), v.priv) }
+func (v *env) sign(jsonnet string) string {
+	v.tb.Helper()
+	return v.signWith(v.claims(jsonnet), v.priv)
+}
 
 // engine starts an Engine trusting v.pub, closed at cleanup.
 func (v *env) engine(opts Options, sources ...Config) *Engine {

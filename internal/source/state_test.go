@@ -108,7 +108,9 @@ func TestBadStateFileIgnored(t *testing.T) {
 		name  string
 		write func(path string) error
 	}{
-		{"other key", func(p string) error { return os.WriteFile(p, []byte(v.signWith(v.claims(logPattern("file")), otherPriv)), 0o600) }},
+		{"other key", func(p string) error {
+			return os.WriteFile(p, []byte(v.signWith(v.claims(logPattern("file")), otherPriv)), 0o600)
+		}},
 		{"garbage", func(p string) error { return os.WriteFile(p, []byte("\x00garbage"), 0o600) }},
 		{"symlink", func(p string) error {
 			target := filepath.Join(t.TempDir(), "x.jwt")
