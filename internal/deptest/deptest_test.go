@@ -17,6 +17,7 @@ var allowed = map[string][]string{
 	"internal/pattern": {"internal/command"},
 	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token", "internal/source"},
 	"internal/source":  {"internal/command", "internal/token"},
+	"internal/pull":    {"internal/watch"},
 	"cmd/dispenser": {"internal/etcdenv", "internal/watch", "internal/writer", "internal/supervisor",
 		"internal/metrics", "internal/devetcd", "internal/version"},
 	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/version"},
