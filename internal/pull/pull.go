@@ -217,7 +217,7 @@ func (f *Fetcher) First(ctx context.Context, paths []Path, accept func(p Path, j
 	fe := &FirstError{}
 	for _, p := range paths {
 		if err := ctx.Err(); err != nil {
-			fe.add(p, err)
+			fe.add(p, fmt.Errorf("%s: not tried: %w", p, err))
 			break
 		}
 		jwt, err := f.Fetch(ctx, p)
@@ -225,7 +225,7 @@ func (f *Fetcher) First(ctx context.Context, paths []Path, accept func(p Path, j
 			if err = accept(p, jwt); err == nil {
 				return p, nil
 			}
-			err = &refusedError{err}
+			err = &refusedError{p, err}
 		}
 		fe.add(p, err)
 	}
@@ -234,8 +234,9 @@ func (f *Fetcher) First(ctx context.Context, paths []Path, accept func(p Path, j
 
 // FirstError says why First found no path whose JWT was accepted.
 type FirstError struct {
-	// Paths are the paths tried, in order; Errs[i] is why Paths[i] failed.
-	// A JWT that accept refused has an error that Refused reports.
+	// Paths are the paths tried, in order; Errs[i] is why Paths[i] failed,
+	// and names the path. A JWT that accept refused has an error that
+	// Refused reports.
 	Paths []Path
 	Errs  []error
 }
@@ -250,9 +251,9 @@ func (e *FirstError) Error() string {
 	if len(e.Paths) == 0 {
 		return "no pullPaths to try; add at least one to the source"
 	}
-	parts := make([]string, len(e.Paths))
-	for i, p := range e.Paths {
-		parts[i] = fmt.Sprintf("%s: %v", p, e.Errs[i])
+	parts := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		parts[i] = err.Error() // each names its path
 	}
 	return "no pull path gave an accepted pattern: " + strings.Join(parts, "; ")
 }
@@ -260,10 +261,13 @@ func (e *FirstError) Error() string {
 // Unwrap returns the errors of the paths tried.
 func (e *FirstError) Unwrap() []error { return e.Errs }
 
-// refusedError wraps accept's verdict on a fetched JWT.
-type refusedError struct{ err error }
+// refusedError wraps accept's verdict on the JWT fetched from p.
+type refusedError struct {
+	p   Path
+	err error
+}
 
-func (e *refusedError) Error() string { return "refused: " + e.err.Error() }
+func (e *refusedError) Error() string { return e.p.String() + ": refused: " + e.err.Error() }
 func (e *refusedError) Unwrap() error { return e.err }
 
 // Refused reports whether err (from FirstError.Errs) means the JWT was
