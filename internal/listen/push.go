@@ -89,6 +89,10 @@ func (f PusherFunc) Push(ctx context.Context, p Push) (Result, error) { return f
 //  4. Answer 200 with the Result JSON, or 404/500/504.
 func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 	p := Push{Source: r.PathValue("source"), RemoteAddr: r.RemoteAddr}
+	if p.Source == "" {
+		http.NotFound(w, r)
+		return
+	}
 	log := s.log.With("source", p.Source, "remote", r.RemoteAddr)
 	// (1)
 	if r.ContentLength > MaxPushBytes {
