@@ -3,6 +3,8 @@ package pull_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,10 +93,13 @@ func newServer(t testing.TB, tls bool, h http.HandlerFunc) *server {
 		s.headers <- r.Header.Clone()
 		h(w, r)
 	}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(wrapped))
+	// Refused certificates are expected; keep them out of the test log.
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
 	if tls {
-		s.Server = httptest.NewTLSServer(http.HandlerFunc(wrapped))
+		s.StartTLS()
 	} else {
-		s.Server = httptest.NewServer(http.HandlerFunc(wrapped))
+		s.Start()
 	}
 	t.Cleanup(s.Close)
 	return s
