@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
+	"strings"
 	"sync"
 	"time"
 )
@@ -165,12 +167,16 @@ func (s *Server) Certificate() tls.Certificate { return s.cert }
 func (s *Server) Handle(pattern string, h http.Handler) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("http path %q: %v; change or remove it", pattern, r)
+			// ServeMux's message spans lines and names source files.
+			msg := registeredAt.ReplaceAllString(fmt.Sprint(r), "")
+			err = fmt.Errorf("http path %q: %s; change or remove it", pattern, strings.Join(strings.Fields(msg), " "))
 		}
 	}()
 	s.mux.Handle(pattern, h)
 	return nil
 }
+
+var registeredAt = regexp.MustCompile(` \(registered at [^)]*\)`)
 
 // Run serves until ctx is done, then shuts down: it stops accepting, lets
 // requests in flight finish for up to ShutdownTimeout, then cancels their
