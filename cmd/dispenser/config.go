@@ -25,7 +25,8 @@ type config struct {
 	target      string         // directory the files go to
 	signal      syscall.Signal // sent to the child after a change; 0: none
 	mode        fs.FileMode
-	uid, gid    int // from --owner/--group; -1 keeps the process's own
+	uid, gid    int                 // from --owner/--group; -1 keeps the process's own
+	runAs       *syscall.Credential // --run-as: the child's user and groups; nil: dispenser's own
 	layout      writer.Layout
 	fsync       bool
 	once        bool
@@ -69,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		signal, mode, wait string
 		layout             string
 		owner, group       string
+		runAs              string
 	)
 	fs.StringVarP(&c.prefix, "prefix", "p", "", "etcd prefix of all files to read (required)")
 	fs.StringVarP(&c.target, "target", "t", "", "directory to write the files to (required)")
@@ -76,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVarP(&mode, "mode", "m", "0600", "mode of the written files, octal")
 	fs.StringVarP(&owner, "owner", "o", "", "owner of the written files, name or uid (needs root; default: current user)")
 	fs.StringVarP(&group, "group", "g", "", "group of the written files, name or gid (needs root; default: current group)")
+	fs.StringVar(&runAs, "run-as", "", "run the child as `USER[:GROUP]` (names or ids) with the user's groups, or only GROUP; dispenser keeps root (needs root; default: dispenser's own user)")
 	fs.StringVar(&layout, "layout", "atomic", "atomic: swap a ..data symlink per change set; plain: replace each file in place")
 	fs.BoolVar(&c.fsync, "fsync", false, "fsync files and directories after writing")
 	fs.BoolVar(&c.once, "once", false, "write the files once and exit (for init containers)")
@@ -126,6 +129,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, usageError{fmt.Errorf("--group: %w", err)}
 		}
 	}
+	if runAs != "" {
+		if c.runAs, err = parseRunAs(runAs, c.argv); err != nil {
+			return nil, err
+		}
+	}
 	if signal != "" {
 		if c.signal, err = supervisor.ParseSignal(signal); err != nil {
 			return nil, usageError{fmt.Errorf("--signal: %w", err)}
@@ -153,6 +161,21 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usagef("--once writes the files and exits; it cannot start %q", c.argv[0])
 	}
 	return &c, nil
+}
+
+// parseRunAs looks up --run-as for a child given by argv.
+func parseRunAs(spec string, argv []string) (*syscall.Credential, error) {
+	if len(argv) == 0 {
+		return nil, usagef("--run-as sets the child's user, but no command is given; add one after --, or drop --run-as")
+	}
+	cred, err := supervisor.LookupCredential(spec)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--run-as: %w", err)}
+	}
+	if uid := os.Geteuid(); uid != 0 {
+		return nil, usagef("--run-as needs dispenser to run as root (it runs as uid %d); start it as root, or drop --run-as", uid)
+	}
+	return cred, nil
 }
 
 func parseMode(s string) (fs.FileMode, error) {

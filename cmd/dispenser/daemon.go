@@ -100,6 +100,7 @@ func (d *daemon) startChild() error {
 		Stderr:      d.stderr,
 		KillTimeout: d.cfg.killTimeout,
 		Reap:        d.cfg.reap || os.Getpid() == 1,
+		Credential:  d.cfg.runAs,
 		Logger:      d.log,
 	}
 	if supervisor.Foreground(os.Stdin) {

@@ -207,6 +207,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-p", "/x", "-t", dir, "--log-format", "xml"}, "--log-format"},
 		{[]string{"-p", "/x", "-t", dir, "--no-such-flag"}, "no-such-flag"},
 		{[]string{"-p", "/x", "-t", dir, "--once", "--", "true"}, "--once"},
+		{[]string{"-p", "/x", "-t", dir, "--run-as", "no-such-user-xyz", "--", "true"}, `--run-as: no user "no-such-user-xyz"`},
+		{[]string{"-p", "/x", "-t", dir, "--run-as", "nobody:no-such-group-xyz", "--", "true"}, `--run-as: no group "no-such-group-xyz"`},
+		{[]string{"-p", "/x", "-t", dir, "--run-as", "nobody"}, "--run-as sets the child's user, but no command is given"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stderr bytes.Buffer

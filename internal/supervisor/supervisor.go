@@ -78,6 +78,13 @@ type Options struct {
 	// the terminal alone.
 	Terminal *os.File
 
+	// Credential, when set, is the uid, gid and supplementary groups the
+	// child runs as (LookupCredential makes one from "USER[:GROUP]"),
+	// while this process keeps its own; switching needs root
+	// (CAP_SETUID and CAP_SETGID), else Start fails. The environment
+	// (HOME, USER) is not changed. Nil runs the child as this process.
+	Credential *syscall.Credential
+
 	// Logger receives debug and warning logs, tagged with
 	// component=supervisor. Nil discards them.
 	Logger *slog.Logger
@@ -142,6 +149,7 @@ func Start(opts Options) (*Child, error) {
 	cmd.Env = opts.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 	cmd.SysProcAttr = sysProcAttr(opts.Terminal)
+	cmd.SysProcAttr.Credential = opts.Credential
 	cmd.WaitDelay = timeout
 	c := &Child{
 		cmd:         cmd,
@@ -155,7 +163,11 @@ func Start(opts Options) (*Child, error) {
 	if err := <-started; err != nil {
 		return nil, startError(opts.Argv[0], err)
 	}
-	log.Info("child started", "pid", c.pid, "argv", opts.Argv, "reap", opts.Reap, "foreground", opts.Terminal != nil)
+	attrs := []any{"pid", c.pid, "argv", opts.Argv, "reap", opts.Reap, "foreground", opts.Terminal != nil}
+	if cred := opts.Credential; cred != nil {
+		attrs = append(attrs, "uid", cred.Uid, "gid", cred.Gid, "groups", cred.Groups)
+	}
+	log.Info("child started", attrs...)
 	return c, nil
 }
 
