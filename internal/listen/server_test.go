@@ -175,6 +175,9 @@ func TestShutdownGraceCancelsPush(t *testing.T) {
 	rec := &recorder{answer: func(ctx context.Context, p listen.Push) (listen.Result, error) {
 		close(entered)
 		<-ctx.Done()
+		// Cleaning up takes a while (killing a run's processes): Run must
+		// wait for it, not just for the connections to close.
+		time.Sleep(300 * time.Millisecond)
 		cause <- ctx.Err()
 		return listen.Result{}, ctx.Err()
 	}}
