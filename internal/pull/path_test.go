@@ -35,7 +35,7 @@ func TestParse(t *testing.T) {
 			continue
 		}
 		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("Parse(%q) = %+v, want %+v", tc.entry, got, tc.want)
+			t.Errorf("Parse(%q) = %#v, want %#v", tc.entry, got, tc.want)
 		}
 	}
 }
