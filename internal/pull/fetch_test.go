@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +76,14 @@ func TestFetchFile(t *testing.T) {
 	big := writeFile(t, dir, "big.jwt", "0123456789A")
 	_, err = f.Fetch(ctxT(t), mustParse(t, big))
 	wantErr(t, "Fetch of an 11-byte file with MaxSize 10", err, big, "larger than 10 bytes")
+	fifo := filepath.Join(dir, "fifo.jwt")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Fetch(ctxT(t), mustParse(t, fifo)) // would block in open without O_NONBLOCK
+	wantErr(t, "Fetch of a FIFO", err, fifo, "not a regular file")
+	_, err = f.Fetch(ctxT(t), mustParse(t, dir))
+	wantErr(t, "Fetch of a directory", err, dir, "not a regular file")
 	missing := filepath.Join(dir, "missing.jwt")
 	_, err = f.Fetch(ctxT(t), mustParse(t, missing))
 	wantErr(t, "Fetch of a missing file", err, missing, "no such file")

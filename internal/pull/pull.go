@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -104,11 +105,17 @@ func (f *Fetcher) Fetch(ctx context.Context, p Path) (string, error) {
 }
 
 func (f *Fetcher) fetchFile(p Path) (string, error) {
-	file, err := os.Open(p.File)
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	file, err := os.OpenFile(p.File, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", p.File, err)
 	}
 	defer file.Close()
+	if fi, err := file.Stat(); err != nil {
+		return "", fmt.Errorf("read %s: %w", p.File, err)
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("read %s: it is not a regular file (%s); point the pull path at the JWT file", p.File, fi.Mode().Type())
+	}
 	b, err := f.readLimited(file)
 	switch {
 	case errors.Is(err, errTooLarge):
