@@ -187,3 +187,17 @@ func isToken(s string) bool {
 	}
 	return s != ""
 }
+
+// ParseAll parses a source's pullPaths in order. The error of the first bad
+// entry is prefixed with its index, e.g. "pullPaths[1]: …".
+func ParseAll(entries []string) ([]Path, error) {
+	paths := make([]Path, len(entries))
+	for i, e := range entries {
+		p, err := Parse(e)
+		if err != nil {
+			return nil, fmt.Errorf("pullPaths[%d]: %w", i, err)
+		}
+		paths[i] = p
+	}
+	return paths, nil
+}

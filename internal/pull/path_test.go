@@ -84,3 +84,14 @@ func TestPathStringHidesSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAll(t *testing.T) {
+	paths, err := pull.ParseAll([]string{"/a.jwt", "etcd:///p/app", "https://h/x.jwt"})
+	if err != nil || len(paths) != 3 || paths[0].Kind != pull.File || paths[1].Kind != pull.Etcd || paths[2].Kind != pull.HTTP {
+		t.Fatalf("ParseAll = %#v, %v; want a file, an etcd and an HTTP path in order", paths, err)
+	}
+	_, err = pull.ParseAll([]string{"/a.jwt", "etcd://h/k"})
+	if err == nil || !strings.HasPrefix(err.Error(), "pullPaths[1]: ") {
+		t.Fatalf("ParseAll with a bad second entry = %v, want an error starting with pullPaths[1]", err)
+	}
+}
