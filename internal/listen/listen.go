@@ -55,8 +55,9 @@ type Options struct {
 	// "600/m", "5/10s". A client may send count requests at once and then
 	// count per period. "" or "0" means no limit. Over the limit: 429.
 	RateLimitRate string
-	// TimeoutPush (run.timeoutPush) bounds one push, from the request's
-	// arrival until the Pusher returns; 0 means 10m.
+	// TimeoutPush (run.timeoutPush) bounds one push from the end of its
+	// body until the Pusher returns (the body itself must arrive within a
+	// minute); 0 means 10m.
 	TimeoutPush time.Duration
 	// ShutdownTimeout bounds how long Run waits, once its context is done,
 	// for requests in flight; then their contexts are cancelled. 0 means
@@ -198,6 +199,7 @@ func (s *Server) Run(ctx context.Context) error {
 		err = s.shutdown(context.WithoutCancel(ctx))
 		<-served // http.ErrServerClosed, now that Shutdown or Close ran
 	}
+	_ = s.ln.Close() // already closed by Serve, unless it failed before serving
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()

@@ -206,8 +206,15 @@ func TestPushMethodNotAllowed(t *testing.T) {
 type unsized struct{ io.Reader }
 
 func TestPushTooLarge(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) { testPushTooLarge(t, h2) })
+	}
+}
+
+func testPushTooLarge(t *testing.T, h2 bool) {
 	rec := &recorder{}
 	s := start(t, listen.Options{Pusher: rec})
+	s.client.Transport.(*http.Transport).ForceAttemptHTTP2 = h2
 	big := bytes.Repeat([]byte("a"), 5<<20)
 	if code, body := s.post(t, "/etcha/v1/push/web", bytes.NewReader(big)); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("5 MiB push with Content-Length = %d %q, want 413", code, body)
@@ -226,6 +233,14 @@ func TestPushTooLarge(t *testing.T) {
 	}
 	if calls := rec.pushes(); len(calls) != 1 || len(calls[0].JWT) != listen.MaxPushBytes {
 		t.Errorf("Pusher did not get the 4 MiB push whole")
+	}
+	resp, err := s.client.Get(s.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.ProtoMajor == 2; got != h2 {
+		t.Errorf("protocol %s, want HTTP/2 %v", resp.Proto, h2)
 	}
 }
 
