@@ -26,7 +26,8 @@ import (
 //     any.
 //  5. Render it; a render error refuses it with ReasonRender.
 //  6. With o.Check, run it in check mode and stop: it is not made
-//     current, saved or diffed.
+//     current, saved or diffed. A triggerOnly source runs nothing
+//     (StatusSkipped).
 //  7. Diff the current run list against the new one (command.Diff),
 //     unless noRemove, checkOnly or triggerOnly (then nothing is
 //     removed); make the new pattern current; save the JWT to
@@ -76,6 +77,8 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 	case verdict == same && o.Tick && !o.Check:
 		return e.runCurrent(ctx, s, cur, r), nil
 	case verdict == same && !o.Check:
+		e.log.Info("No changes for "+s.cfg.Name+": the pattern is the current one", "source", s.cfg.Name,
+			"trigger", o.Trigger, "where", o.Where, "jti", claims.ID)
 		r.Status = StatusUnchanged
 		return r, nil
 	case verdict == older:
@@ -85,14 +88,18 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 	if err != nil {
 		return e.refuse(r, ReasonRender, fmt.Errorf("pattern of source %s does not render: %w", s.cfg.Name, err)), nil
 	}
-	if o.Check { // (6)
+	if o.Check && s.cfg.TriggerOnly { // (6)
+		r.Status = StatusSkipped // triggerOnly: no commands run on a push, checks included
+		return r, nil
+	}
+	if o.Check {
 		r.Mode = command.ModeCheck
 		r.Status = StatusRan
 		e.runPhases(ctx, s, &r, nil, nil, nil, p)
 		return r, nil
 	}
 	next := &current{jwt: jwt, claims: claims, key: key.ID, pattern: p}
-	old, before, after, verdict := e.swap(s, next) // (7)
+	old, before, after, verdict := e.swap(s, next, o) // (7)
 	switch verdict {
 	case same:
 		r.Status = StatusUnchanged // a concurrent runMulti call stored it first
@@ -141,14 +148,14 @@ func (e *Engine) judge(s *src, claims *token.Claims) (*current, verdict) {
 
 // swap makes next current if it still judges newer, saves it, and returns
 // the previous pattern with the diff removals to run.
-func (e *Engine) swap(s *src, next *current) (old *current, before, after command.Commands, v verdict) {
+func (e *Engine) swap(s *src, next *current, o Origin) (old *current, before, after command.Commands, v verdict) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, v = e.judge(s, next.claims)
 	if v != newer {
 		return old, nil, nil, v
 	}
-	e.log.Info("Updating config for "+s.cfg.Name, "source", s.cfg.Name, "jti", next.claims.ID,
+	e.log.Info("Updating config for "+s.cfg.Name, "source", s.cfg.Name, "trigger", o.Trigger, "where", o.Where, "jti", next.claims.ID,
 		"iat", next.claims.IssuedAt.UTC().Format(time.RFC3339), "publicKey", next.key)
 	if old != nil && !s.cfg.NoRemove && !s.cfg.CheckOnly && !s.cfg.TriggerOnly {
 		before, after = command.Diff(old.pattern.Run, next.pattern.Run)

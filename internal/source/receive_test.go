@@ -1,11 +1,17 @@
 package source
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
 )
@@ -194,6 +200,9 @@ func TestTriggerOnly(t *testing.T) {
 	if r := run(t, e, "app", Origin{Trigger: TriggerEvent}); r.Status != StatusRan || !v.exists("file") {
 		t.Errorf("Run(event): status %s, file %v; want ran", r.Status, v.exists("file"))
 	}
+	if r := receive(t, e, "app", v.sign(tutorial2), Origin{Trigger: TriggerPush, Check: true}); r.Status != StatusSkipped || len(r.Outputs) != 0 {
+		t.Errorf("triggerOnly check push: status %s, %d scripts; want skipped, nothing run", r.Status, len(r.Outputs))
+	}
 	r = receive(t, e, "app", v.sign(tutorial2), push) // no removals either
 	if r.Status != StatusStored || len(r.Removed) != 0 || !v.exists("file") || v.exists("new") {
 		t.Errorf("triggerOnly second push: status %s, removed %q, file %v, new %v", r.Status, r.Removed, v.exists("file"), v.exists("new"))
@@ -285,4 +294,56 @@ func statusStrings(ss []Status) []string {
 		out[i] = string(s)
 	}
 	return out
+}
+
+// Accepted and refused patterns are logged with the source, where they
+// came from, iat, jti and the refusal reason.
+func TestLogs(t *testing.T) {
+	v := newEnv(t)
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: &buf, mu: &mu}, nil))
+	e := v.engine(Options{Logger: log}, Config{Name: "app"})
+	c := v.claims(logPattern("a"))
+	receive(t, e, "app", v.signWith(c, v.priv), Origin{Trigger: TriggerPull, Where: "etcd:///patterns/app"})
+	receive(t, e, "app", "not a jwt", Origin{Trigger: TriggerPush, Where: "192.0.2.1:5"})
+	mu.Lock()
+	defer mu.Unlock()
+	var updating, refused map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		switch rec["msg"] {
+		case "Updating config for app":
+			updating = rec
+		case "Pattern refused":
+			refused = rec
+		}
+	}
+	want := map[string]any{"source": "app", "trigger": "pull", "where": "etcd:///patterns/app", "jti": c.ID,
+		"iat": c.IssuedAt.UTC().Format(time.RFC3339), "publicKey": v.pub.ID, "component": "source"}
+	for k, w := range want {
+		if updating[k] != w {
+			t.Errorf("Updating record %s = %v, want %v (record %v)", k, updating[k], w, updating)
+		}
+	}
+	want = map[string]any{"source": "app", "trigger": "push", "where": "192.0.2.1:5", "reason": "malformed", "level": "WARN"}
+	for k, w := range want {
+		if refused[k] != w {
+			t.Errorf("refusal record %s = %v, want %v (record %v)", k, refused[k], w, refused)
+		}
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
