@@ -64,8 +64,9 @@ type Result struct {
 // push receiver.
 type Pusher interface {
 	// Push handles p and returns its Result. ctx ends at run.timeoutPush
-	// or when the server's shutdown grace period is over; Push must
-	// return soon after. A run whose commands failed is a Result with Err
+	// or when the server's shutdown grace period is over, not when the
+	// client disconnects (a verified push runs to its end); Push must
+	// return soon after ctx ends. A run whose commands failed is a Result with Err
 	// set and a nil error (HTTP 200). An error wrapping ErrNotFound
 	// answers 404; any other error 500 (504 if it wraps
 	// context.DeadlineExceeded).

@@ -268,4 +268,16 @@ func TestCloseWithoutRun(t *testing.T) {
 		conn.Close()
 		t.Errorf("%s still accepts connections after Close", addr)
 	}
+	// Run on a closed Server returns the error that stopped serving, at
+	// once, though its context is not done.
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), addr) {
+			t.Errorf("Run after Close = %v, want an error naming %s", err, addr)
+		}
+	case <-time.After(wait):
+		t.Fatal("Run after Close did not return")
+	}
 }
