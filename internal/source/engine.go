@@ -109,7 +109,8 @@ var ErrClosed = errors.New("source engine is shutting down")
 // Engine holds the sources. Its methods are safe for concurrent use.
 type Engine struct {
 	opts    Options
-	log     *slog.Logger
+	log     *slog.Logger // component=source
+	cmdLog  *slog.Logger // Options.Logger as given, for internal/command, which adds its own component
 	names   []string
 	sources map[string]*src
 
@@ -157,7 +158,7 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	e.log = e.log.With("component", "source")
+	e.cmdLog, e.log = e.log, e.log.With("component", "source")
 	for _, c := range sources {
 		if c.Name == "" {
 			return nil, errors.New("source with an empty name; give every source a name")

@@ -241,6 +241,7 @@ func (e *Engine) runCurrent(ctx context.Context, s *src, cur *current, r Result)
 // that succeeded, the removals after (spec §4.4), collecting into r.
 func (e *Engine) runPhases(ctx context.Context, s *src, r *Result, before, after command.Commands, oldExec *command.Exec, p Pattern) {
 	log := e.log.With("source", s.cfg.Name)
+	cmdLog := e.cmdLog.With("source", s.cfg.Name)
 	env := map[string]string{"ETCHA_SOURCE_NAME": s.cfg.Name}
 	if r.Origin.Trigger != "" {
 		env["ETCHA_SOURCE_TRIGGER"] = string(r.Origin.Trigger)
@@ -249,7 +250,7 @@ func (e *Engine) runPhases(ctx context.Context, s *src, r *Result, before, after
 		env[k] = v
 	}
 	opts := func(mode command.Mode, exec command.Exec, parents []string) command.Options {
-		return command.Options{Mode: mode, Exec: exec, Env: env, Environ: e.opts.Environ, ParentIDs: parents, Logger: log}
+		return command.Options{Mode: mode, Exec: exec, Env: env, Environ: e.opts.Environ, ParentIDs: parents, Logger: cmdLog}
 	}
 	if len(before) > 0 {
 		r.add(before.Run(ctx, opts(command.ModeDiffRemove, *oldExec, nil)))

@@ -310,10 +310,17 @@ func TestLogs(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	var updating, refused map[string]any
+	commandLogged := false
 	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["commandID"] == "log a" {
+			commandLogged = true
+			if strings.Count(line, `"component"`) != 1 || rec["component"] != "command" || rec["source"] != "app" {
+				t.Errorf("command log record %s: want one component, command, and source app", line)
+			}
 		}
 		switch rec["msg"] {
 		case "Updating config for app":
@@ -321,6 +328,9 @@ func TestLogs(t *testing.T) {
 		case "Pattern refused":
 			refused = rec
 		}
+	}
+	if !commandLogged {
+		t.Error("no log record of the command's run")
 	}
 	want := map[string]any{"source": "app", "trigger": "pull", "where": "etcd:///patterns/app", "jti": c.ID,
 		"iat": c.IssuedAt.UTC().Format(time.RFC3339), "publicKey": v.pub.ID, "component": "source"}
