@@ -196,7 +196,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.stopHard()
 		_ = s.srv.Close()
 	case <-ctx.Done():
-		err = s.shutdown(context.WithoutCancel(ctx))
+		s.shutdown(context.WithoutCancel(ctx))
 		<-served // http.ErrServerClosed, now that Shutdown or Close ran
 	}
 	_ = s.ln.Close() // already closed by Serve, unless it failed before serving
@@ -210,17 +210,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 // shutdown stops the server gracefully within the grace period, else
 // cancels the handlers' work and closes every connection.
-func (s *Server) shutdown(ctx context.Context) error {
+func (s *Server) shutdown(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.grace)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err == nil {
 		s.log.Info("stopped")
-		return nil
+		return
 	}
 	s.log.Warn("shutdown grace period over; cancelling requests in flight", "grace", s.grace)
 	s.stopHard()
 	_ = s.srv.Close()
-	return nil
 }
 
 // Close releases the listener of a Server whose Run will not be called.
