@@ -26,6 +26,10 @@ type env struct {
 	priv  token.PrivateKey
 	pub   token.PublicKey
 	iat   time.Time // the next sign's iat; each sign advances it a second
+
+	// holdRender, if set, is called with the claims at the start of every
+	// Render; a test uses it to hold one render while others go on.
+	holdRender func(c *token.Claims)
 }
 
 func newEnv(tb testing.TB) *env {
@@ -49,6 +53,9 @@ func (v *env) exec() command.Exec {
 
 // Render renders the JWT's bundle with internal/pattern, as etcha will.
 func (v *env) Render(ctx context.Context, source string, c *token.Claims, jwt string) (Pattern, error) {
+	if v.holdRender != nil {
+		v.holdRender(c)
+	}
 	b := pattern.Bundle{Entrypoint: c.Pattern.Entrypoint, Files: c.Pattern.Files}
 	e := v.exec()
 	res, err := b.Render(ctx, pattern.Options{Exec: &e, Vars: map[string]any{"source": source}})

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/token"
 )
 
 // gatePattern appends start-<word> to $D/log, waits (at most about 30 s)
@@ -214,5 +216,84 @@ func TestCloseGraceOver(t *testing.T) {
 	}
 	if got := v.log(); got != "start-a" {
 		t.Errorf("log %q: the run was not killed", got)
+	}
+}
+
+// Concurrent Receives of patterns signed in sequence: with rollback
+// protection, whatever the arrival order, the newest ends up current, and
+// exactly the accepted ones ran.
+func TestConcurrentReceivesKeepNewest(t *testing.T) {
+	for _, multi := range []bool{false, true} {
+		v := newEnv(t)
+		e := v.engine(Options{}, Config{Name: "c", RunMulti: multi})
+		var jwts []string
+		for i := range 6 {
+			jwts = append(jwts, v.sign(logPattern(string(rune('a'+i)))))
+		}
+		var wg sync.WaitGroup
+		done := make(chan call, len(jwts))
+		for i := len(jwts) - 1; i >= 0; i-- { // newest first gives the most refusals
+			startCall(&wg, done, jwts[i], func() (Result, error) { return e.Receive(t.Context(), "c", jwts[i], push) })
+		}
+		wg.Wait()
+		ran := 0
+		for range jwts {
+			c := awaitCall(t, done)
+			switch {
+			case c.err != nil || c.r.Err != nil && c.r.Reason != ReasonRollback:
+				t.Errorf("runMulti %v: %v %v", multi, c.err, c.r.Err)
+			case c.r.Status == StatusRan:
+				ran++
+			}
+		}
+		if cur, _ := e.Current("c"); cur != jwts[len(jwts)-1] {
+			t.Errorf("runMulti %v: the newest pattern is not current", multi)
+		}
+		if got := len(strings.Split(v.log(), ",")); got != ran || ran == 0 {
+			t.Errorf("runMulti %v: %d runs logged, %d results say ran", multi, got, ran)
+		}
+		if b, _ := os.ReadFile(StatePath(v.state, "c")); string(b) != jwts[len(jwts)-1] {
+			t.Errorf("runMulti %v: the saved pattern is not the newest", multi)
+		}
+	}
+}
+
+// runMulti: an older pattern whose render finishes after a newer pattern
+// was taken is refused when it would be made current (the rollback check
+// is repeated then, not only before rendering).
+func TestRunMultiOlderLosesRace(t *testing.T) {
+	v := newEnv(t)
+	older := v.sign(logPattern("old"))
+	newer := v.sign(logPattern("new"))
+	rendering, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	v.holdRender = func(c *token.Claims) {
+		if strings.Contains(c.Pattern.Files["/main.jsonnet"], "echo old") {
+			once.Do(func() { close(rendering) })
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}
+	e := v.engine(Options{}, Config{Name: "m", RunMulti: true})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	done := make(chan call, 1)
+	startCall(&wg, done, "older", func() (Result, error) { return e.Receive(t.Context(), "m", older, push) })
+	select {
+	case <-rendering:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the older pattern's render did not start")
+	}
+	if r := receive(t, e, "m", newer, push); r.Status != StatusRan {
+		t.Fatalf("newer: status %s, err %v", r.Status, r.Err)
+	}
+	close(release)
+	if c := awaitCall(t, done); c.err != nil || c.r.Status != StatusRefused || c.r.Reason != ReasonRollback {
+		t.Errorf("older after newer: err %v, status %s, reason %q; want refused for rollback", c.err, c.r.Status, c.r.Reason)
+	}
+	if cur, _ := e.Current("m"); cur != newer || v.log() != "new" {
+		t.Errorf("current is newer: %v; log %q, want new", cur == newer, v.log())
 	}
 }
