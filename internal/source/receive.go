@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
@@ -62,6 +63,7 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 		return e.refuse(r, token.ReasonOf(err), fmt.Errorf("jwt for source %s refused: %w", s.cfg.Name, err)), nil
 	}
 	r.PublicKey, r.IssuedAt, r.JTI = key.ID, claims.IssuedAt, claims.ID
+	jwt = strings.TrimSpace(jwt) // as verified; a pulled file often ends in a newline
 	release, err := e.acquire(ctx, s) // (2)
 	if err != nil {
 		return Result{}, err
@@ -84,15 +86,15 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 	case verdict == older:
 		return e.refuse(r, ReasonRollback, rollbackError(s.cfg.Name, claims, cur)), nil
 	}
+	if o.Check && s.cfg.TriggerOnly {
+		r.Status = StatusSkipped // (6) triggerOnly: no commands run on a push, checks included
+		return r, nil
+	}
 	p, err := e.opts.Renderer.Render(ctx, s.cfg.Name, claims, jwt) // (5)
 	if err != nil {
 		return e.refuse(r, ReasonRender, fmt.Errorf("pattern of source %s does not render: %w", s.cfg.Name, err)), nil
 	}
-	if o.Check && s.cfg.TriggerOnly { // (6)
-		r.Status = StatusSkipped // triggerOnly: no commands run on a push, checks included
-		return r, nil
-	}
-	if o.Check {
+	if o.Check { // (6)
 		r.Mode = command.ModeCheck
 		r.Status = StatusRan
 		e.runPhases(ctx, s, &r, nil, nil, nil, p)

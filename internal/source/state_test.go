@@ -192,3 +192,17 @@ func TestSaveSlashName(t *testing.T) {
 		t.Error("not restored")
 	}
 }
+
+// Whitespace around a JWT (a pulled file's newline) is not kept.
+func TestSavedJWTTrimmed(t *testing.T) {
+	v := newEnv(t)
+	e := v.engine(Options{}, Config{Name: "app"})
+	jwt := v.sign(logPattern("a"))
+	receive(t, e, "app", "\n "+jwt+"\n", Origin{Trigger: TriggerPull, Where: "/etc/app.jwt"})
+	if cur, _ := e.Current("app"); cur != jwt {
+		t.Errorf("current %q, want the JWT without whitespace", cur)
+	}
+	if b, _ := os.ReadFile(StatePath(v.state, "app")); string(b) != jwt {
+		t.Errorf("saved %q, want the JWT without whitespace", b)
+	}
+}
