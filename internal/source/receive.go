@@ -63,7 +63,7 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 		return e.refuse(r, token.ReasonOf(err), fmt.Errorf("jwt for source %s refused: %w", s.cfg.Name, err)), nil
 	}
 	r.PublicKey, r.IssuedAt, r.JTI = key.ID, claims.IssuedAt, claims.ID
-	jwt = strings.TrimSpace(jwt) // as verified; a pulled file often ends in a newline
+	jwt = strings.TrimSpace(jwt)      // as verified; a pulled file often ends in a newline
 	release, err := e.acquire(ctx, s) // (2)
 	if err != nil {
 		return Result{}, err
