@@ -56,6 +56,9 @@ func (v *env) Render(ctx context.Context, source string, c *token.Claims, jwt st
 	if v.holdRender != nil {
 		v.holdRender(c)
 	}
+	if err := ctx.Err(); err != nil { // as a getCmd call would fail
+		return Pattern{}, err
+	}
 	b := pattern.Bundle{Entrypoint: c.Pattern.Entrypoint, Files: c.Pattern.Files}
 	e := v.exec()
 	res, err := b.Render(ctx, pattern.Options{Exec: &e, Vars: map[string]any{"source": source}})

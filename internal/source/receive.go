@@ -41,7 +41,7 @@ import (
 //
 // The returned error is non-nil only when the JWT was not considered at
 // all: an unknown source (*UnknownSourceError), ErrClosed, or ctx ending
-// while queued. Result.Err holds refusals and run failures.
+// while queued or rendering. Result.Err holds refusals and run failures.
 func (e *Engine) Receive(ctx context.Context, name, jwt string, o Origin) (Result, error) {
 	s, err := e.enter(name)
 	if err != nil {
@@ -91,6 +91,9 @@ func (e *Engine) receive(ctx context.Context, s *src, jwt string, o Origin) (Res
 		return r, nil
 	}
 	p, err := e.opts.Renderer.Render(ctx, s.cfg.Name, claims, jwt) // (5)
+	if err != nil && ctx.Err() != nil {
+		return Result{}, fmt.Errorf("render pattern of source %s: %w", s.cfg.Name, context.Cause(ctx))
+	}
 	if err != nil {
 		return e.refuse(r, ReasonRender, fmt.Errorf("pattern of source %s does not render: %w", s.cfg.Name, err)), nil
 	}

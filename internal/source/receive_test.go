@@ -2,6 +2,7 @@ package source
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
+	"github.com/dispenser-dev/dispenser/internal/token"
 )
 
 // The tutorial's two pushes (spec §4.4).
@@ -356,4 +358,21 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// A render cut short by the caller's context is not a refusal of the
+// pattern: the call fails, nothing is reported or kept.
+func TestRenderCancelled(t *testing.T) {
+	v := newEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	v.holdRender = func(*token.Claims) { cancel() }
+	reported := 0
+	e := v.engine(Options{OnResult: func(string, Origin, Result) { reported++ }}, Config{Name: "app"})
+	_, err := e.Receive(ctx, "app", v.sign(logPattern("a")), push)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Receive: %v, want context.Canceled", err)
+	}
+	if cur, _ := e.Current("app"); cur != "" || reported != 0 || v.log() != "" {
+		t.Errorf("current %q, %d results reported, log %q; want nothing", cur, reported, v.log())
+	}
 }
