@@ -1,6 +1,7 @@
 // Package deploy_test runs dispenser the ways the README deploys it, with
-// the real tools: the container image built and run with buildah (issue 9
-// §2), and the Swarm-secrets flow on a tmpfs with credentials from _FILE
+// the real tools: postgres supervised with --run-as and reloaded through
+// SIGHUP (issue 9 §1), the container image built and run with buildah
+// (§2), and the Swarm-secrets flow on a tmpfs with credentials from _FILE
 // variables (§3). The tests need root and skip without it or without the
 // tools they drive; .ci/run installs them.
 package deploy_test
