@@ -1,6 +1,7 @@
 // Package supervisor runs one child process for a container entrypoint
 // (often PID 1): it starts the process in its own process group (the
-// terminal's foreground group when asked), sends it signals (reloads and
+// terminal's foreground group when asked), as another user if asked
+// (Options.Credential, LookupCredential), sends it signals (reloads and
 // forwarded signals), stops it with a grace period followed by SIGKILL to
 // the whole group, cleans up what the child left in its group, reports how
 // it exited, and can reap orphaned zombies as a child subreaper. The child
