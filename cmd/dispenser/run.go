@@ -7,18 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"slices"
-	"time"
 
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dispenser-dev/dispenser/internal/daemon"
 	"github.com/dispenser-dev/dispenser/internal/etcdenv"
 	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/version"
-	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
 )
 
@@ -42,8 +39,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	// Subscribe before anything slow, so no signal is lost during start-up.
-	stops, sigs, unsubscribe := subscribe()
-	defer unsubscribe()
+	sigs := daemon.Subscribe()
+	defer sigs.Stop()
 
 	etcdCfg, stopEtcd, err := etcdConfig(ctx, cfg, log)
 	if err != nil {
@@ -54,63 +51,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var giveUp <-chan time.Time // --initial-timeout covers connecting and the first sync
-	if cfg.initTimeout > 0 {
-		giveUp = time.After(cfg.initTimeout)
-	}
-	d := &daemon{
-		cfg:     cfg,
-		log:     log,
-		writer:  w,
-		metrics: metrics.New(),
-		giveUp:  giveUp,
-		stdout:  stdout,
-		stderr:  stderr,
-		stops:   stops,
-		sigs:    sigs,
-	}
+	d := daemon.New(daemon.Options{
+		Prefix:         cfg.prefix,
+		Target:         cfg.target,
+		Writer:         w,
+		Signal:         cfg.signal,
+		Once:           cfg.once,
+		WaitMin:        cfg.waitMin,
+		WaitMax:        cfg.waitMax,
+		KillTimeout:    cfg.killTimeout,
+		Reap:           cfg.reap,
+		RunAs:          cfg.runAs,
+		Argv:           cfg.argv,
+		WatchProbe:     cfg.watchProbe,
+		InitialTimeout: cfg.initTimeout,
+		Stdout:         stdout,
+		Stderr:         stderr,
+		Logger:         log,
+		Signals:        sigs,
+	})
 	if cfg.listenHTTP != "" { // before connecting, so probes get a 503 that says why
-		stop, err := serveHTTP(ctx, d)
+		stop, err := serveHTTP(ctx, cfg.listenHTTP, d, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	client, closeClient, err := d.connect(ctx, etcdCfg)
+	client, closeClient, err := d.Connect(ctx, etcdCfg)
 	if err != nil || client == nil {
 		return err
 	}
 	defer closeClient()
-	d.watcher = watch.New(watch.Options{
-		Client:           client,
-		Prefix:           cfg.prefix,
-		ProgressInterval: cfg.watchProbe,
-		Logger:           log,
-	})
-	d.client = client
-	d.connected.Store(true)
-	return d.run(ctx)
-}
-
-// subscribe starts delivery of the stop signals and of every other signal
-// to forward, each to its own channel, so that a burst of others cannot
-// crowd out a stop.
-func subscribe() (stops, sigs <-chan os.Signal, unsubscribe func()) {
-	stopc, sigc := make(chan os.Signal, 4), make(chan os.Signal, 64)
-	signal.Notify(stopc, stopSignals()...)
-	signal.Notify(sigc, slices.DeleteFunc(supervisor.ForwardedSignals(), func(s os.Signal) bool {
-		return slices.Contains(stopSignals(), s)
-	})...)
-	return stopc, sigc, func() { signal.Stop(stopc); signal.Stop(sigc) }
+	return d.Run(ctx, client)
 }
 
 // serveHTTP starts the /metrics, /healthz and /readyz server. The returned
 // function stops it; it runs last, after the child has stopped.
-func serveHTTP(ctx context.Context, d *daemon) (stop func(), err error) {
-	serve, err := d.metrics.Listen(metrics.Options{
-		Addr:   d.cfg.listenHTTP,
-		Health: d.health,
-		Ready:  d.ready.Load,
+func serveHTTP(ctx context.Context, addr string, d *daemon.Daemon, log *slog.Logger) (stop func(), err error) {
+	serve, err := d.Metrics().Listen(metrics.Options{
+		Addr:   addr,
+		Health: d.Health,
+		Ready:  d.Ready,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--listen-http: %w", err)
@@ -118,11 +99,11 @@ func serveHTTP(ctx context.Context, d *daemon) (stop func(), err error) {
 	httpCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
 	go func() { done <- serve(httpCtx) }()
-	d.log.Info("serving /metrics, /healthz and /readyz", "addr", d.cfg.listenHTTP)
+	log.Info("serving /metrics, /healthz and /readyz", "addr", addr)
 	return func() {
 		cancel()
 		if err := <-done; err != nil {
-			d.log.Warn("http server", "err", err)
+			log.Warn("http server", "err", err)
 		}
 	}, nil
 }

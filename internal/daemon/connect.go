@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -17,13 +17,13 @@ var (
 	errGaveUp  = errors.New("--initial-timeout passed")
 )
 
-// connect creates the etcd client. Without authentication that never waits;
+// Connect creates the etcd client. Without authentication that never waits;
 // with it, clientv3.New must reach etcd to log in, so it is retried (with
 // backoff, each failure logged) until it works. A stop signal or ctx's end
 // interrupts it, even mid-attempt, and returns a nil client and nil error;
 // --initial-timeout returns an error. On success the caller must call
 // closeClient.
-func (d *daemon) connect(ctx context.Context, cfg clientv3.Config) (c *clientv3.Client, closeClient func(), err error) {
+func (d *Daemon) Connect(ctx context.Context, cfg clientv3.Config) (c *clientv3.Client, closeClient func(), err error) {
 	// cfg.Context becomes the client's own: cancelling it closes the client,
 	// so it is cancelled only on failure or by closeClient.
 	connCtx, cancel := context.WithCancelCause(ctx)
@@ -78,20 +78,20 @@ func (d *daemon) connect(ctx context.Context, cfg clientv3.Config) (c *clientv3.
 
 // interrupted ends an interrupted connect: nil for a stop, an error for
 // --initial-timeout.
-func (d *daemon) interrupted(connCtx context.Context, cancel context.CancelCauseFunc, cfg clientv3.Config, last error) error {
+func (d *Daemon) interrupted(connCtx context.Context, cancel context.CancelCauseFunc, cfg clientv3.Config, last error) error {
 	cause := context.Cause(connCtx)
 	cancel(nil)
 	if !errors.Is(cause, errGaveUp) {
 		return nil
 	}
 	return fmt.Errorf("could not connect to etcd at %v within --initial-timeout=%v (last error: %v)",
-		cfg.Endpoints, d.cfg.initTimeout, last)
+		cfg.Endpoints, d.opts.InitialTimeout, last)
 }
 
 // followConn logs when the client loses its connection to etcd and when it
 // gets it back. The client reconnects (and the watch resumes) by itself,
 // so without this an outage would be silent until the watch probe noticed.
-func (d *daemon) followConn(ctx context.Context, conn *grpc.ClientConn, endpoints []string) {
+func (d *Daemon) followConn(ctx context.Context, conn *grpc.ClientConn, endpoints []string) {
 	state, lost := conn.GetState(), false
 	for conn.WaitForStateChange(ctx, state) {
 		state = conn.GetState()

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -20,18 +20,56 @@ import (
 	"github.com/dispenser-dev/dispenser/internal/writer"
 )
 
-// daemon is the loop that ties the parts together: batches from the
+// Options configure a Daemon. Writer, Signals and Logger are required.
+type Options struct {
+	// Prefix is the etcd prefix of the files, ending in "/".
+	Prefix string
+	// Target is the directory Writer writes to, for logs and errors.
+	Target string
+	// Writer writes the files; it was created for Target and Prefix.
+	Writer *writer.Writer
+	// Signal is sent to the child after a change; 0 sends none.
+	Signal syscall.Signal
+	// Once writes the first complete snapshot and returns.
+	Once bool
+	// WaitMin and WaitMax are --wait: write after WaitMin of quiet, at
+	// most WaitMax after a burst began. WaitMin 0 writes every batch.
+	WaitMin, WaitMax time.Duration
+	// KillTimeout is how long the child gets after a stop signal.
+	KillTimeout time.Duration
+	// Reap reaps orphaned zombies (always on as PID 1).
+	Reap bool
+	// RunAs, if set, is the child's user and groups.
+	RunAs *syscall.Credential
+	// Argv is the child; empty runs no child (sidecar mode).
+	Argv []string
+	// WatchProbe is the watch's progress-request interval; 0 is off.
+	WatchProbe time.Duration
+	// InitialTimeout bounds connecting and the first complete sync,
+	// counted from New; 0 waits forever.
+	InitialTimeout time.Duration
+	// Stdout and Stderr are the child's.
+	Stdout, Stderr io.Writer
+	// Logger receives the daemon's logs.
+	Logger *slog.Logger
+	// Signals delivers the signals the daemon acts on; see Subscribe.
+	Signals *Signals
+	// Metrics, if set, is updated; nil makes a private one.
+	Metrics *metrics.Metrics
+}
+
+// Daemon is the loop that ties the parts together: batches from the
 // watcher go to the writer; a batch that changed files makes exactly one
 // signal to the child; signals to dispenser go to the child. Everything
 // happens on one goroutine, so a write is never interrupted by a signal.
-type daemon struct {
-	cfg     *config
+type Daemon struct {
+	opts    Options
 	log     *slog.Logger
 	writer  *writer.Writer
 	watcher *watch.Watcher
 	client  *clientv3.Client
 	metrics *metrics.Metrics
-	giveUp  <-chan time.Time // fires at --initial-timeout; nil when off
+	giveUp  <-chan time.Time // fires at InitialTimeout; nil when off
 	stdout  io.Writer
 	stderr  io.Writer
 
@@ -50,13 +88,55 @@ type daemon struct {
 	sigs       <-chan os.Signal // every other signal to forward to the child
 }
 
+// New returns a Daemon for opts. The InitialTimeout starts now.
+func New(opts Options) *Daemon {
+	d := &Daemon{
+		opts:    opts,
+		log:     opts.Logger,
+		writer:  opts.Writer,
+		metrics: opts.Metrics,
+		stdout:  opts.Stdout,
+		stderr:  opts.Stderr,
+		stops:   opts.Signals.stops,
+		sigs:    opts.Signals.others,
+	}
+	if d.metrics == nil {
+		d.metrics = metrics.New()
+	}
+	if opts.InitialTimeout > 0 {
+		d.giveUp = time.After(opts.InitialTimeout)
+	}
+	return d
+}
+
+// Metrics returns the metrics the daemon updates.
+func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
+
+// Ready reports whether the first full sync is on disk.
+func (d *Daemon) Ready() bool { return d.ready.Load() }
+
+// Run drives the daemon with a ready etcd client (see Connect) until the
+// child exits or a stop is asked for. It returns the child's
+// *supervisor.ExitError when the child failed, and nil for a clean stop.
+func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
+	d.watcher = watch.New(watch.Options{
+		Client:           client,
+		Prefix:           d.opts.Prefix,
+		ProgressInterval: d.opts.WatchProbe,
+		Logger:           d.log,
+	})
+	d.client = client
+	d.connected.Store(true)
+	return d.run(ctx)
+}
+
 // run drives the daemon until the child exits or a stop is asked for.
 //  1. Start the watcher.
 //  2. Write the first complete snapshot (retrying until it succeeds).
-//  3. With --once, stop there. Otherwise start the child.
+//  3. With Once, stop there. Otherwise start the child.
 //  4. Apply batches and forward signals until the child exits or SIGTERM,
 //     SIGINT or ctx's end asks us to stop.
-func (d *daemon) run(ctx context.Context) error {
+func (d *Daemon) run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	batches := make(chan watch.Batch)
 	watchDone, connDone := make(chan struct{}), make(chan struct{})
@@ -75,10 +155,10 @@ func (d *daemon) run(ctx context.Context) error {
 	if err != nil || sig != nil {
 		return err
 	}
-	if d.cfg.once { // (3)
+	if d.opts.Once { // (3)
 		return nil
 	}
-	if len(d.cfg.argv) > 0 {
+	if len(d.opts.Argv) > 0 {
 		if err := d.startChild(); err != nil {
 			return err
 		}
@@ -92,15 +172,15 @@ func (d *daemon) run(ctx context.Context) error {
 // startChild starts the child, giving it the terminal when dispenser has
 // it. A command that cannot be run is a *supervisor.StartError (exit 126
 // or 127).
-func (d *daemon) startChild() error {
+func (d *Daemon) startChild() error {
 	opts := supervisor.Options{
-		Argv:        d.cfg.argv,
+		Argv:        d.opts.Argv,
 		Stdin:       os.Stdin,
 		Stdout:      d.stdout,
 		Stderr:      d.stderr,
-		KillTimeout: d.cfg.killTimeout,
-		Reap:        d.cfg.reap || os.Getpid() == 1,
-		Credential:  d.cfg.runAs,
+		KillTimeout: d.opts.KillTimeout,
+		Reap:        d.opts.Reap || os.Getpid() == 1,
+		Credential:  d.opts.RunAs,
 		Logger:      d.log,
 	}
 	if supervisor.Foreground(os.Stdin) {
@@ -117,7 +197,7 @@ func (d *daemon) startChild() error {
 
 // firstSync waits for the watcher's first snapshot and writes it. It returns
 // a non-nil signal if a stop was asked for before the write succeeded.
-func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.Signal, error) {
+func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.Signal, error) {
 	var p pending
 	var retry <-chan time.Time
 	for {
@@ -145,19 +225,19 @@ func (d *daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 			continue // only a complete snapshot can be the first write
 		}
 		if _, err := d.flush(&p); err != nil {
-			if d.cfg.once {
-				return nil, fmt.Errorf("--once: write %s: %w", d.cfg.target, err)
+			if d.opts.Once {
+				return nil, fmt.Errorf("--once: write %s: %w", d.opts.Target, err)
 			}
 			retry = time.After(d.retryIn)
 			continue
 		}
 		d.ready.Store(true)
-		d.log.Info("target in sync", "dir", d.cfg.target)
+		d.log.Info("target in sync", "dir", d.opts.Target)
 		return nil, nil
 	}
 }
 
-func (d *daemon) stoppedBeforeSync(s os.Signal) os.Signal {
+func (d *Daemon) stoppedBeforeSync(s os.Signal) os.Signal {
 	d.log.Info("stopping before the first sync completed", "signal", s)
 	return s
 }
@@ -167,10 +247,10 @@ func (d *daemon) stoppedBeforeSync(s os.Signal) os.Signal {
 // or nil when the child exited by itself. While writes fail, batches only
 // add to what is pending: the next write is the retry at the end of the
 // backoff.
-func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal {
+func (d *Daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal {
 	var (
 		p           pending
-		wait        = quiescence{min: d.cfg.waitMin, max: d.cfg.waitMax}
+		wait        = quiescence{min: d.opts.WaitMin, max: d.opts.WaitMax}
 		retry       <-chan time.Time
 		childExited <-chan struct{}
 	)
@@ -188,7 +268,7 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 			}
 			switch {
 			case retry != nil: // backing off: the retry writes this too
-			case d.cfg.waitMin == 0:
+			case d.opts.WaitMin == 0:
 				d.flushAndSignal(&p, &retry)
 			default:
 				wait.batch()
@@ -225,7 +305,7 @@ func (d *daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 }
 
 // stopOrExit turns take's interruption into loop's result.
-func (d *daemon) stopOrExit(s os.Signal) os.Signal {
+func (d *Daemon) stopOrExit(s os.Signal) os.Signal {
 	if s == errChildExited {
 		return nil
 	}
@@ -237,13 +317,13 @@ func (d *daemon) stopOrExit(s os.Signal) os.Signal {
 // file visible to readers changed, even if part of the write failed. A
 // failed write schedules a retry after the backoff; the writer keeps the
 // desired state, so the retry needs no batch.
-func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
+func (d *Daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 	changed, err := d.flush(p)
 	*retry = nil
 	if err != nil {
 		*retry = time.After(d.retryIn)
 	}
-	if !changed || d.child == nil || d.cfg.signal == 0 {
+	if !changed || d.child == nil || d.opts.Signal == 0 {
 		return
 	}
 	if early := startGrace - time.Since(d.childStart); early > 0 {
@@ -263,19 +343,19 @@ func (d *daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
 const startGrace = 2 * time.Second
 
 // signal sends the reload signal to the child.
-func (d *daemon) signal() {
-	if err := d.child.Signal(d.cfg.signal); err != nil {
-		d.log.Warn("files changed but the child could not be signalled", "signal", d.cfg.signal, "err", err)
+func (d *Daemon) signal() {
+	if err := d.child.Signal(d.opts.Signal); err != nil {
+		d.log.Warn("files changed but the child could not be signalled", "signal", d.opts.Signal, "err", err)
 		return
 	}
 	d.metrics.Signalled()
-	d.log.Info("signalled child", "signal", d.cfg.signal, "pid", d.child.Pid())
+	d.log.Info("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid())
 }
 
 // flush hands the pending changes to the writer and resets p. It reports
 // whether any file visible to readers changed, which a failed write may
 // also have done. After a failure, d.retryIn is the backoff.
-func (d *daemon) flush(p *pending) (bool, error) {
+func (d *Daemon) flush(p *pending) (bool, error) {
 	var res writer.Result
 	var err error
 	began := time.Now()
@@ -292,7 +372,7 @@ func (d *daemon) flush(p *pending) (bool, error) {
 		d.writeErr.Store(&err)
 		d.metrics.WriteFailed()
 		d.log.Error("write failed; the previous files stay in place and the write is retried",
-			"dir", d.cfg.target, "rev", d.wantRev, "err", err, "failures", d.failures, "retry_in", d.retryIn.Round(time.Millisecond))
+			"dir", d.opts.Target, "rev", d.wantRev, "err", err, "failures", d.failures, "retry_in", d.retryIn.Round(time.Millisecond))
 		return res.Changed, err
 	}
 	d.failures = 0
@@ -306,7 +386,7 @@ func (d *daemon) flush(p *pending) (bool, error) {
 
 // countRejections counts each key once when it becomes rejected; the
 // writer logs it.
-func (d *daemon) countRejections(rs []writer.Rejection) {
+func (d *Daemon) countRejections(rs []writer.Rejection) {
 	now := make(map[string]bool, len(rs))
 	for _, r := range rs {
 		now[r.Key] = true
@@ -319,7 +399,7 @@ func (d *daemon) countRejections(rs []writer.Rejection) {
 
 // backoff is the delay before retrying a failed write: 1s doubling to 30s,
 // with jitter.
-func (d *daemon) backoff() time.Duration {
+func (d *Daemon) backoff() time.Duration {
 	b := time.Second << min(d.failures-1, 5)
 	b = min(b, 30*time.Second)
 	return b/2 + rand.N(b/2+1)
@@ -328,7 +408,7 @@ func (d *daemon) backoff() time.Duration {
 // forward passes a signal to the child. A terminal job-control signal
 // (SIGTSTP, SIGTTIN, SIGTTOU) then suspends dispenser too, as the shell
 // expects of a job; the SIGCONT that resumes it is forwarded in turn.
-func (d *daemon) forward(s os.Signal) {
+func (d *Daemon) forward(s os.Signal) {
 	if d.child == nil {
 		d.log.Info("ignoring signal: no child to forward it to yet", "signal", s)
 		return
@@ -349,7 +429,7 @@ func (d *daemon) forward(s os.Signal) {
 // supervisor SIGKILLs it after --kill-timeout, and a second SIGTERM or
 // SIGINT kills its whole process group at once. It returns the child's
 // exit.
-func (d *daemon) stopChild(sig os.Signal) error {
+func (d *Daemon) stopChild(sig os.Signal) error {
 	if d.child == nil {
 		d.log.Info("stopped", "signal", sig)
 		return nil
@@ -357,7 +437,7 @@ func (d *daemon) stopChild(sig os.Signal) error {
 	if sig == nil { // the child exited by itself
 		return d.childExit(d.child.Wait())
 	}
-	d.log.Info("stopping child", "signal", sig, "pid", d.child.Pid(), "kill_timeout", d.cfg.killTimeout)
+	d.log.Info("stopping child", "signal", sig, "pid", d.child.Pid(), "kill_timeout", d.opts.KillTimeout)
 	stopped := make(chan error, 1)
 	go func() { stopped <- d.child.Stop(sig.(syscall.Signal)) }()
 	for {
@@ -375,7 +455,7 @@ func (d *daemon) stopChild(sig os.Signal) error {
 	}
 }
 
-func (d *daemon) childExit(err error) error {
+func (d *Daemon) childExit(err error) error {
 	var exit *supervisor.ExitError
 	switch {
 	case err == nil:
@@ -399,7 +479,7 @@ var errChildExited os.Signal = syscall.Signal(0)
 // signals. It returns nil once the catch-up is in p; a stop signal (SIGTERM
 // when ctx ends) or errChildExited if it was interrupted, and then p must
 // not be written.
-func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-chan watch.Batch) os.Signal {
+func (d *Daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-chan watch.Batch) os.Signal {
 	var childExited <-chan struct{}
 	if d.child != nil {
 		childExited = d.child.Done()
@@ -437,7 +517,7 @@ func (d *daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-
 // one every 100 ms while a watcher is behind.
 const catchUpWait = time.Second
 
-func (d *daemon) add(p *pending, b watch.Batch) {
+func (d *Daemon) add(p *pending, b watch.Batch) {
 	d.wantRev = b.Rev
 	cause := ""
 	if b.Reset {
@@ -453,7 +533,7 @@ func (d *daemon) add(p *pending, b watch.Batch) {
 // drain takes every batch that is ready without waiting, so a burst (a
 // catch-up after a reconnect) becomes one write and one signal. It returns
 // what interrupted a catch-up, as take does.
-func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Batch) os.Signal {
+func (d *Daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Batch) os.Signal {
 	for {
 		select {
 		case b := <-batches:
@@ -466,11 +546,11 @@ func (d *daemon) drain(ctx context.Context, p *pending, batches <-chan watch.Bat
 	}
 }
 
-// health is nil while dispenser is connected to etcd, has heard from it
+// Health is nil while dispenser is connected to etcd, has heard from it
 // recently, and its last write succeeded; otherwise it says what is wrong.
-func (d *daemon) health() error {
+func (d *Daemon) Health() error {
 	if err := d.writeErr.Load(); err != nil {
-		return fmt.Errorf("the last write to %s failed: %v", d.cfg.target, *err)
+		return fmt.Errorf("the last write to %s failed: %v", d.opts.Target, *err)
 	}
 	if !d.connected.Load() {
 		last := "none"
@@ -486,8 +566,8 @@ func (d *daemon) health() error {
 	if !st.Connected {
 		return fmt.Errorf("not watching etcd (last error: %s)", orNone(st.LastError))
 	}
-	if d.cfg.watchProbe > 0 {
-		limit := 3 * d.cfg.watchProbe
+	if d.opts.WatchProbe > 0 {
+		limit := 3 * d.opts.WatchProbe
 		if quiet := time.Since(st.LastHeard); quiet > limit {
 			return fmt.Errorf("no word from etcd for %v, more than 3 --watch-probe intervals (last error: %s)",
 				quiet.Round(time.Second), orNone(st.LastError))
@@ -496,7 +576,7 @@ func (d *daemon) health() error {
 	return nil
 }
 
-func (d *daemon) initialTimeout() error {
+func (d *Daemon) initialTimeout() error {
 	last := d.watcher.Status().LastError
 	if err := connHealth(d.client.ActiveConnection()); err != nil && last == "" {
 		last = err.Error()
@@ -505,7 +585,7 @@ func (d *daemon) initialTimeout() error {
 		last = (*err).Error()
 	}
 	return fmt.Errorf("no complete sync of %s to %s within --initial-timeout=%v (last error: %s); check ETCD_ENDPOINTS, that etcd is up and that the target is writable",
-		d.cfg.prefix, d.cfg.target, d.cfg.initTimeout, orNone(last))
+		d.opts.Prefix, d.opts.Target, d.opts.InitialTimeout, orNone(last))
 }
 
 func orNone(s string) string {
@@ -526,7 +606,7 @@ func stopSignals() []os.Signal {
 // Once the child runs, SIGQUIT is the child's to interpret (a graceful
 // stop for nginx, a thread dump for a JVM): it is forwarded, and dispenser
 // exits when the child does.
-func (d *daemon) isStop(s os.Signal) bool {
+func (d *Daemon) isStop(s os.Signal) bool {
 	if s == syscall.SIGQUIT && d.child != nil {
 		d.forward(s)
 		return false
