@@ -39,6 +39,11 @@ type Metrics struct {
 	childUp       prometheus.Gauge
 	childExit     prometheus.Gauge
 	applyDuration prometheus.Histogram
+
+	patternRuns     *prometheus.CounterVec
+	patternFailures *prometheus.CounterVec
+	patternRefused  *prometheus.CounterVec
+	patternIAT      *prometheus.GaugeVec
 }
 
 // New creates the metrics on a private registry, with the Go runtime and
@@ -69,8 +74,16 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 	}
+	m.patternRuns = counterVec("pattern_runs_total", "Runs of a signed pattern from etcd, by pattern (source name).", "pattern")
+	m.patternFailures = counterVec("pattern_failures_total", "Runs of a pattern in which a command failed, by pattern.", "pattern")
+	m.patternRefused = counterVec("pattern_refused_total", "Pattern JWTs refused (nothing ran), by pattern and reason.", "pattern", "reason")
+	m.patternIAT = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "dispenser", Name: "pattern_accepted_iat_seconds",
+		Help: "Issued-at time (unix seconds) of the last accepted JWT of a pattern.",
+	}, []string{"pattern"})
 	m.childExit.Set(-1)
-	m.reg.MustRegister(m.appliedRev, m.etcdRev, m.written, m.removed, m.writeErrors, m.rejected,
+	m.reg.MustRegister(m.patternRuns, m.patternFailures, m.patternRefused, m.patternIAT,
+		m.appliedRev, m.etcdRev, m.written, m.removed, m.writeErrors, m.rejected,
 		m.resyncs, m.restarts, m.signals, m.childUp, m.childExit, m.applyDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -125,6 +138,28 @@ func (m *Metrics) ChildStarted() { m.childUp.Set(1) }
 func (m *Metrics) ChildExited(code int) {
 	m.childUp.Set(0)
 	m.childExit.Set(float64(code))
+}
+
+// PatternRan records a run of pattern; failed says a command failed.
+func (m *Metrics) PatternRan(pattern string, failed bool) {
+	m.patternRuns.WithLabelValues(pattern).Inc()
+	if failed {
+		m.patternFailures.WithLabelValues(pattern).Inc()
+	}
+}
+
+// PatternRefused records a refused JWT of pattern.
+func (m *Metrics) PatternRefused(pattern, reason string) {
+	m.patternRefused.WithLabelValues(pattern, reason).Inc()
+}
+
+// PatternAccepted records the issued-at time of pattern's current JWT.
+func (m *Metrics) PatternAccepted(pattern string, iat time.Time) {
+	m.patternIAT.WithLabelValues(pattern).Set(float64(iat.Unix()))
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "dispenser", Name: name, Help: help}, labels)
 }
 
 func gauge(name, help string) prometheus.Gauge {

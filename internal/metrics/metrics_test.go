@@ -77,3 +77,32 @@ func TestListenBadAddress(t *testing.T) {
 		t.Fatal("Listen on a bad address succeeded")
 	}
 }
+
+// TestPatternMetrics: per pattern, runs, failures, refusals by reason and
+// the last accepted iat.
+func TestPatternMetrics(t *testing.T) {
+	m := New()
+	m.PatternRan("web", false)
+	m.PatternRan("web", true)
+	m.PatternRan("db", false)
+	m.PatternRefused("web", "signature")
+	m.PatternRefused("web", "signature")
+	m.PatternAccepted("web", time.Unix(1700000000, 0))
+	rec := httptest.NewRecorder()
+	m.Handler(Options{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`dispenser_pattern_runs_total{pattern="web"} 2`,
+		`dispenser_pattern_runs_total{pattern="db"} 1`,
+		`dispenser_pattern_failures_total{pattern="web"} 1`,
+		`dispenser_pattern_refused_total{pattern="web",reason="signature"} 2`,
+		`dispenser_pattern_accepted_iat_seconds{pattern="web"} 1.7e+09`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, `dispenser_pattern_failures_total{pattern="db"}`) {
+		t.Errorf("db never failed but has a failures sample")
+	}
+}

@@ -56,7 +56,7 @@ func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) follo
 	// ahead of the store (mvcc watchableStore.progressIfSync), so a watch
 	// from rev+1 on an idle cluster would never answer one. The events of
 	// rev itself are already in the snapshot and batches drops them.
-	wch := w.client.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev),
+	wch := w.client.Watch(wctx, w.start, clientv3.WithRange(w.end), clientv3.WithRev(rev),
 		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
 	var tick <-chan time.Time
 	if w.progress > 0 {
@@ -186,18 +186,20 @@ func revisions(events []*clientv3.Event) int {
 // batches groups events into one batch per revision, in order. A watch
 // response never splits a revision (etcd only does that with WithFragment,
 // which is not used). Events already covered by the snapshot or older than
-// the last batch are dropped, so the consumer never goes back in time.
+// the last batch are dropped, so the consumer never goes back in time, and
+// so are keys outside the prefixes: a revision with only those makes none.
 func (f *follower) batches(events []*clientv3.Event) []Batch {
 	var bs []Batch
 	for _, ev := range events {
 		rev := ev.Kv.ModRevision
-		if rev <= f.snapRev || rev < f.lastRev {
-			continue
+		p, ok := f.w.match(string(ev.Kv.Key))
+		if !ok || rev <= f.snapRev || rev < f.lastRev {
+			continue // outside the prefixes, or already sent
 		}
 		if len(bs) == 0 || bs[len(bs)-1].Rev != rev {
 			bs = append(bs, Batch{Rev: rev})
 		}
-		c := Change{Key: strings.TrimPrefix(string(ev.Kv.Key), f.w.prefix)}
+		c := Change{Key: strings.TrimPrefix(string(ev.Kv.Key), p), Prefix: p}
 		if ev.Type == clientv3.EventTypeDelete {
 			c.Delete = true
 		} else {

@@ -17,18 +17,15 @@ type snap struct {
 	changes []Change
 }
 
-// snapshot reads the whole prefix at one revision, PageSize keys per
+// snapshot reads the whole prefix (the range covering all prefixes, keeping
+// only the keys under one) at one revision, PageSize keys per
 // request. The first page fixes the revision; later pages read at that
 // revision from just after the last key seen. Reads are linearizable (never
 // WithSerializable), so the snapshot is at least as new as anything the
 // cluster has acknowledged, and never older than events already sent.
 func (w *Watcher) snapshot(ctx context.Context) (snap, error) {
 	var s snap
-	end := clientv3.GetPrefixRangeEnd(w.prefix)
-	key := w.prefix
-	if key == "" {
-		key = "\x00" // the smallest key; etcd rejects an empty one
-	}
+	key, end := w.start, w.end
 	for page := 0; ; page++ {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(w.pageSize)}
 		if page > 0 {
@@ -42,7 +39,9 @@ func (w *Watcher) snapshot(ctx context.Context) (snap, error) {
 			s.rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			s.changes = append(s.changes, Change{Key: strings.TrimPrefix(string(kv.Key), w.prefix), Value: kv.Value})
+			if p, ok := w.match(string(kv.Key)); ok {
+				s.changes = append(s.changes, Change{Key: strings.TrimPrefix(string(kv.Key), p), Prefix: p, Value: kv.Value})
+			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			w.update(func(st *Status) { st.LastHeard = time.Now() })

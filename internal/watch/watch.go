@@ -1,6 +1,7 @@
-// Package watch mirrors the keys under one etcd prefix as a stream of
-// batches: first one consistent snapshot of the whole prefix, then one batch
-// per etcd revision that touched the prefix, in revision order.
+// Package watch mirrors the keys under one etcd prefix (or a few, see
+// Options.Also) as a stream of batches: first one consistent snapshot of the
+// whole prefix, then one batch per etcd revision that touched the prefix, in
+// revision order.
 //
 // It is the only user of the clientv3 KV watch API in dispenser. The stream
 // has no gaps and no duplicates: the snapshot is read at a single revision
@@ -28,8 +29,11 @@ import (
 
 // Change is one key's new state within a Batch.
 type Change struct {
-	// Key is the etcd key with Options.Prefix removed.
+	// Key is the etcd key with its prefix (Prefix) removed.
 	Key string
+	// Prefix is the prefix the key is under: Options.Prefix or one of
+	// Options.Also.
+	Prefix string
 	// Value is the key's value, nil for a delete (and possibly for an empty
 	// value).
 	Value []byte
@@ -93,6 +97,16 @@ type Options struct {
 	// Prefix is the etcd key prefix, used verbatim (the caller normalises a
 	// trailing "/"). Empty means all keys.
 	Prefix string
+	// Also are further prefixes followed in the same stream as Prefix: the
+	// snapshot covers all of them at one revision, and a transaction that
+	// touches several of them is one batch. The Watcher reads and watches
+	// the whole key range from the smallest prefix to the end of the
+	// largest and drops the keys outside the prefixes (a revision that
+	// touches only those yields no batch), so keep the prefixes close
+	// (e.g. /app/files/ and /app/patterns/): every key between them is
+	// read and watched too. No prefix may be a prefix of another, and none
+	// may be empty.
+	Also []string
 	// PageSize is the number of keys per Get request of a snapshot; zero
 	// means 1000.
 	PageSize int64
@@ -141,7 +155,10 @@ type Status struct {
 // Watcher follows one prefix. Create it with New and start it with Run.
 type Watcher struct {
 	client   *clientv3.Client
-	prefix   string
+	prefix   string   // for logs: the prefixes joined by ","
+	prefixes []string // Prefix, then Also
+	start    string   // the key range read and watched: [start, end)
+	end      string
 	pageSize int64
 	minBO    time.Duration
 	maxBO    time.Duration
@@ -157,7 +174,8 @@ type Watcher struct {
 func New(opts Options) *Watcher {
 	w := &Watcher{
 		client:   opts.Client,
-		prefix:   opts.Prefix,
+		prefix:   strings.Join(append([]string{opts.Prefix}, opts.Also...), ","),
+		prefixes: append([]string{opts.Prefix}, opts.Also...),
 		pageSize: opts.PageSize,
 		minBO:    opts.MinBackoff,
 		maxBO:    opts.MaxBackoff,
@@ -185,7 +203,36 @@ func New(opts Options) *Watcher {
 		w.log = slog.New(slog.DiscardHandler)
 	}
 	w.log = w.log.With("component", "watch", "prefix", w.prefix)
+	w.start, w.end = keyRange(w.prefixes)
 	return w
+}
+
+// keyRange returns the smallest key range [start, end) that covers every
+// prefix. An end of "\x00" means up to the last key.
+func keyRange(prefixes []string) (start, end string) {
+	for i, p := range prefixes {
+		k, e := p, clientv3.GetPrefixRangeEnd(p)
+		if k == "" {
+			k = "\x00" // the smallest key; etcd rejects an empty one
+		}
+		if i == 0 || k < start {
+			start = k
+		}
+		if i == 0 || end != "\x00" && (e == "\x00" || e > end) {
+			end = e
+		}
+	}
+	return start, end
+}
+
+// match returns the prefix key is under, if any.
+func (w *Watcher) match(key string) (string, bool) {
+	for _, p := range w.prefixes {
+		if strings.HasPrefix(key, p) {
+			return p, true
+		}
+	}
+	return "", false
 }
 
 // Run sends batches on out until ctx is done, then returns ctx.Err(). It
