@@ -1,6 +1,7 @@
-// Command etcha renders, builds, signs, verifies and runs Etcha patterns
-// locally: generate-keys, build, local, render, jwt, compare, test, lint
-// and version. See internal/etcha and README.md.
+// Command etcha renders, builds, signs, verifies and runs Etcha patterns:
+// generate-keys, build, local, render, jwt, compare, test, lint, version,
+// run (listen mode: pull, push receiver, watched etcd keys) and push. See
+// internal/etcha and README.md.
 package main
 
 import (

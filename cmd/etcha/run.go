@@ -28,6 +28,11 @@ Commands:
   compare [-i] <new jwt> <old jwt>      exit 0 if equal, 1 if different
   test [-b] <path>                      test patterns (change, check, remove, check)
   lint [-f] <path>                      check patterns parse, validate and are formatted
+  run [-o]                              listen mode: restore, pull and run sources, receive
+                                        pushes, follow runFrequency and etcd:/// keys;
+                                        -o runs every source once and exits
+  push [-c] [-h host] [-n filter] [-f parentIDs] <source> [command | pattern.jsonnet]
+                                        sign and push a pattern or command to targets
   version                               print the version
 
 Global flags:
@@ -138,18 +143,40 @@ func dispatch(ctx context.Context, app *etcha.App, name string, args []string, s
 		}
 		// The tutorial passes a truthy second argument instead of -f (spec §9 #14).
 		return app.Lint(ctx, pos[0], *format || len(pos) == 2 && pos[1] != "" && pos[1] != "false")
+	case "run":
+		once := fs.BoolP("once", "o", false, "run every source once, then exit (no listener)")
+		if _, err := parse(fs, args, 0, 0); err != nil {
+			return err
+		}
+		return app.Run(ctx, etcha.RunOptions{Once: *once})
+	case "push":
+		o := etcha.PushOptions{}
+		fs.SetInterspersed(false) // the command pushed may have flags of its own
+		fs.BoolVarP(&o.Check, "check", "c", false, "ask the targets to run in check mode")
+		fs.StringVarP(&o.Host, "host", "h", "", "push to this `host[:port]` only (https, port 4000)")
+		fs.StringVarP(&o.TargetFilter, "filter", "n", "", "only targets whose name matches this `regexp`")
+		fs.StringSliceVarP(&o.ParentIDs, "parents", "f", nil, "only run descendants of these group `ids`")
+		pos, err := parse(fs, args, 1, -1)
+		if err != nil {
+			return err
+		}
+		o.Source, o.Payload = pos[0], strings.Join(pos[1:], " ")
+		return app.Push(ctx, o)
 	}
 	return etcha.Usagef("unknown command %q; run etcha --help for the list of commands", name)
 }
 
-// parse parses a command's flags and checks it has min to max arguments.
+// parse parses a command's flags and checks it has min to max arguments
+// (max -1: no limit).
 func parse(fs *pflag.FlagSet, args []string, min, max int) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, usageErr(err)
 	}
-	if n := fs.NArg(); n < min || n > max {
+	if n := fs.NArg(); n < min || max >= 0 && n > max {
 		want := fmt.Sprintf("%d", min)
-		if max > min {
+		if max < 0 {
+			want = fmt.Sprintf("at least %d", min)
+		} else if max > min {
 			want = fmt.Sprintf("%d to %d", min, max)
 		}
 		return nil, etcha.Usagef("%s takes %s arguments, got %d; run etcha --help for its usage", fs.Name(), want, n)

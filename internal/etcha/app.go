@@ -133,6 +133,7 @@ type renderRequest struct {
 	sourceName string
 	source     *SourceConfig
 	runVars    map[string]any // etchaRunVars, lowest precedence
+	targetVars map[string]any // targets.<t>.vars (push only)
 	auto       map[string]any // extra automatic vars (srcDir, jwt, ...)
 	cache      map[string]any
 	record     bool
@@ -152,7 +153,7 @@ func (a *App) renderOptions(r renderRequest) (pattern.Options, error) {
 		return pattern.Options{}, err
 	}
 	return pattern.Options{
-		Vars:        pattern.MergeVars(r.runVars, c.Vars, r.source.Vars, auto),
+		Vars:        pattern.MergeVars(r.runVars, c.Vars, r.source.Vars, r.targetVars, auto),
 		Config:      c.getConfig(e),
 		Env:         a.execEnv(e),
 		Exec:        &e,

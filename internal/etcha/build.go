@@ -57,15 +57,7 @@ type BuildOptions struct {
 //
 // A failing step writes nothing.
 func (a *App) Build(ctx context.Context, o BuildOptions) error {
-	key, err := a.signingKey() // (1)
-	if err != nil {
-		return err
-	}
 	src, err := a.config().source(o.Source)
-	if err != nil {
-		return err
-	}
-	b, err := pattern.Load(o.Pattern) // (2)
 	if err != nil {
 		return err
 	}
@@ -73,33 +65,53 @@ func (a *App) Build(ctx context.Context, o BuildOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.renderBundle(ctx, b, renderRequest{ // (3)
-		sourceName: o.Source, source: src, record: true,
+	jwt, p, err := a.buildJWT(ctx, o.Pattern, renderRequest{
+		sourceName: o.Source, source: src,
 		auto: map[string]any{"srcDir": filepath.Dir(abs), "srcPath": abs},
 	})
 	if err != nil {
 		return err
 	}
-	p := res.Pattern
-	exec, err := a.mergeExec(o.Source, src, "buildExec", p.BuildExec) // (4)
-	if err != nil {
-		return err
-	}
-	run := a.runCommands(ctx, p.Build, command.Options{Exec: exec})
-	if run.Err != nil {
-		return fmt.Errorf("build %s: %w; fix the failing build command (no JWT was written)", o.Pattern, run.Err)
-	}
-	claims := a.buildClaims(b, res, run.Events) // (5)
-	jwt, err := token.Sign(claims, key)
-	if err != nil {
-		return fmt.Errorf("sign %s: %w", o.Pattern, err)
-	}
 	dest := firstNonEmpty(o.Dest, p.BuildOutput, DefaultBuildOutput)
 	if err := writeFileAtomic(dest, []byte(jwt+"\n"), 0o644); err != nil {
 		return err
 	}
-	a.logger().Info("built pattern", "path", dest, "changed", len(run.Changed))
+	a.logger().Info("built pattern", "path", dest)
 	return nil
+}
+
+// buildJWT does Build's steps 1–5 for the pattern file at path (or, for
+// a path not ending in .jsonnet, the raw Jsonnet in path) and returns the
+// signed JWT and the rendered pattern. r.record is set here.
+func (a *App) buildJWT(ctx context.Context, path string, r renderRequest) (string, *pattern.Pattern, error) {
+	key, err := a.signingKey() // (1)
+	if err != nil {
+		return "", nil, err
+	}
+	b, err := loadBundle(path, false) // (2)
+	if err != nil {
+		return "", nil, err
+	}
+	r.record = true
+	res, err := a.renderBundle(ctx, b, r) // (3)
+	if err != nil {
+		return "", nil, err
+	}
+	p := res.Pattern
+	exec, err := a.mergeExec(r.sourceName, r.source, "buildExec", p.BuildExec) // (4)
+	if err != nil {
+		return "", nil, err
+	}
+	run := a.runCommands(ctx, p.Build, command.Options{Exec: exec})
+	if run.Err != nil {
+		return "", nil, fmt.Errorf("build %s: %w; fix the failing build command (no JWT was written)", path, run.Err)
+	}
+	claims := a.buildClaims(b, res, run.Events) // (5)
+	jwt, err := token.Sign(claims, key)
+	if err != nil {
+		return "", nil, fmt.Errorf("sign %s: %w", path, err)
+	}
+	return jwt, p, nil
 }
 
 func (a *App) buildClaims(b *pattern.Bundle, res *pattern.Result, events []command.Event) *token.Claims {

@@ -38,6 +38,7 @@ type Config struct {
 	Lint       LintConfig               `json:"lint"`
 	Run        RunConfig                `json:"run"`
 	Sources    map[string]*SourceConfig `json:"sources,omitempty"`
+	Targets    map[string]*TargetConfig `json:"targets,omitempty"`
 	Vars       map[string]any           `json:"vars,omitempty"`
 
 	// Raw is the whole merged configuration, for getConfig() (spec §5.2).
@@ -53,6 +54,32 @@ type BuildConfig struct {
 	// SigningKeyPath names a file holding the key; a bare file name is
 	// searched upward from the working directory.
 	SigningKeyPath string `json:"signingKeyPath,omitempty"`
+	// PushDomainSuffix is appended to every target's hostname by push.
+	PushDomainSuffix string `json:"pushDomainSuffix,omitempty"`
+	// PushMaxWorkers bounds how many targets push sends to at once; 0
+	// means the number of CPUs.
+	PushMaxWorkers int `json:"pushMaxWorkers,omitempty"`
+}
+
+// TargetConfig holds the targets.<name>.* keys that push uses (spec §4.1).
+type TargetConfig struct {
+	// Hostname defaults to the target's name.
+	Hostname string `json:"hostname,omitempty"`
+	// Insecure pushes over http instead of https.
+	Insecure bool `json:"insecure,omitempty"`
+	// PathPush defaults to "/etcha/v1/push".
+	PathPush string `json:"pathPush,omitempty"`
+	// Port defaults to 4000; a number or a string of digits.
+	Port json.Number `json:"port,omitempty"`
+	// SourcePatterns maps a source name to the pattern path or command
+	// pushed to it when the command line gives none; "" accepts only
+	// what the command line gives.
+	SourcePatterns map[string]string `json:"sourcePatterns,omitempty"`
+	// TLSSkipVerify accepts any certificate from this target (not an Etcha
+	// key; httpClient.tlsSkipVerify does the same for every target).
+	TLSSkipVerify bool `json:"tlsSkipVerify,omitempty"`
+	// Vars are the target vars a pushed pattern is rendered with.
+	Vars map[string]any `json:"vars,omitempty"`
 }
 
 // RunConfig holds run.* keys.
@@ -72,9 +99,9 @@ type RunConfig struct {
 	TimeoutPush pattern.Duration `json:"timeoutPush,omitempty"`
 }
 
-// HTTPClientConfig holds httpClient.* keys, for pulls.
+// HTTPClientConfig holds httpClient.* keys, for pulls and pushes.
 type HTTPClientConfig struct {
-	// TLSSkipVerify accepts any certificate on https pulls.
+	// TLSSkipVerify accepts any certificate on https pulls and pushes.
 	TLSSkipVerify bool `json:"tlsSkipVerify,omitempty"`
 }
 
@@ -294,6 +321,16 @@ func (c *Config) Validate() error {
 		if s.RunFrequency < 0 {
 			return fmt.Errorf("config sources.%s.runFrequency is negative; use a duration such as \"5m\", or \"\" for start-up only", name)
 		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Targets)) {
+		if t := c.Targets[name]; t != nil && t.Port != "" {
+			if n, err := t.Port.Int64(); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("config targets.%s.port is %q; use a port number from 1 to 65535", name, t.Port.String())
+			}
+		}
+	}
+	if c.Build.PushMaxWorkers < 0 {
+		return fmt.Errorf("config build.pushMaxWorkers is %d; use 1 or more, or 0 for the number of CPUs", c.Build.PushMaxWorkers)
 	}
 	if c.Run.RandomizedStartDelaySec < 0 {
 		return fmt.Errorf("config run.randomizedStartDelaySec is %d; use 0 or more seconds", c.Run.RandomizedStartDelaySec)
