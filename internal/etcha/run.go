@@ -229,7 +229,7 @@ func (a *App) newListener(r *runner) (*listen.Server, error) {
 		RateLimitRate:        hs.RateLimitRate,
 		TimeoutPush:          time.Duration(c.Run.TimeoutPush),
 		Pusher:               listen.PusherFunc(r.push),
-		Logger:               a.logger().With("component", "listen"),
+		Logger:               a.logger(),
 	})
 }
 
@@ -442,6 +442,9 @@ func (r *runner) onResult(name string, o source.Origin, res source.Result) {
 		attrs := []any{"source", name, "where", o.Where, "status", res.Status, "tick", o.Tick, "check", o.Check, "jti", res.JTI}
 		if !res.IssuedAt.IsZero() {
 			attrs = append(attrs, "iat", res.IssuedAt.UTC().Format(time.RFC3339))
+		}
+		if res.Reason != "" {
+			attrs = append(attrs, "reason", res.Reason)
 		}
 		if res.Err != nil {
 			attrs = append(attrs, "err", res.Err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -110,7 +111,7 @@ func startRun(t *testing.T, cfg string, env ...string) *running {
 	app, _ := newApp(t, cfg)
 	r := &running{log: newLogSink(), out: &lockedBuffer{}}
 	app.Now, app.Env, app.Stdout = nil, env, r.out
-	app.Logger = slog.New(slog.NewTextHandler(r.log, nil))
+	app.Logger = slogTo(r.log)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
@@ -154,3 +155,5 @@ func fileText(t testing.TB, p string) string {
 	}
 	return string(b)
 }
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
