@@ -189,7 +189,7 @@ func (a *App) newRunner(ctx context.Context) (*runner, error) {
 		MaxSize:       int64(a.maxJWTSize()),
 		TLSSkipVerify: c.HTTPClient.TLSSkipVerify,
 		Etcd:          r.etcd,
-		Logger:        a.logger().With("component", "pull"),
+		Logger:        a.logger(),
 	})
 	e, err := a.NewEngine(ctx, EngineOptions{OnResult: r.onResult})
 	if err != nil {

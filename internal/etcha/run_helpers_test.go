@@ -157,3 +157,8 @@ func fileText(t testing.TB, p string) string {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// timeNowMinus returns the current time less m minutes, in whole seconds.
+func timeNowMinus(m int) time.Time {
+	return time.Now().Add(-time.Duration(m) * time.Minute).Truncate(time.Second)
+}
