@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // benchKeys returns n keys of ~1 KiB, a tenth of them nested two deep.
@@ -21,21 +22,37 @@ func benchKeys(n int) map[string][]byte {
 	return full
 }
 
+// BenchmarkApplyOneKey puts one changed key into a target of 16 keys and
+// into one of 10,000, alternately in the same loop, and reports both costs
+// and their ratio: a change should cost what changed, not what the prefix
+// holds.
 func BenchmarkApplyOneKey(b *testing.B) {
 	for _, layout := range layouts {
 		b.Run(layout.String(), func(b *testing.B) {
-			opts := testOptions(b, layout)
-			w := newWriter(b, opts)
-			if _, err := w.Sync(benchKeys(10_000)); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				res, err := w.Apply([]Change{{Key: "key-00001", Value: []byte(strconv.Itoa(i))}})
-				if err != nil || res.Written != 1 {
-					b.Fatalf("Apply = %+v, %v", res, err)
+			sizes := []int{16, 10_000}
+			ws := make([]*Writer, len(sizes))
+			for i, n := range sizes {
+				ws[i] = newWriter(b, benchOptions(b, layout))
+				if _, err := ws[i].Sync(benchKeys(n)); err != nil {
+					b.Fatal(err)
 				}
 			}
+			spent := make([]time.Duration, len(sizes))
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				for j, w := range ws {
+					start := time.Now()
+					res, err := w.Apply([]Change{{Key: "key-00001", Value: []byte(strconv.Itoa(i))}})
+					spent[j] += time.Since(start)
+					if err != nil || res.Written != 1 || !res.Changed {
+						b.Fatalf("Apply = %+v, %v", res, err)
+					}
+				}
+			}
+			for j, n := range sizes {
+				b.ReportMetric(float64(spent[j].Nanoseconds())/float64(b.N), fmt.Sprintf("ns/put-%d", n))
+			}
+			b.ReportMetric(float64(spent[1])/float64(spent[0]), "ratio-10000/16")
 		})
 	}
 }
@@ -55,4 +72,8 @@ func BenchmarkSync10k(b *testing.B) {
 			}
 		})
 	}
+}
+
+func benchOptions(b *testing.B, layout Layout) Options {
+	return testOptions(b, layout)
 }
