@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -105,4 +107,44 @@ func BenchmarkInitialSync10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(maxRSS)/1024, "peak-RSS-MiB")
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/sync")
+}
+
+// BenchmarkPatternPutToRun: an etcd put of a new pattern JWT with one
+// command → that command has run (etcd commit, watch, verify, render,
+// diff, save, run /usr/bin/bash writing a file). It reports the median.
+func BenchmarkPatternPutToRun(b *testing.B) {
+	s := etcdtest.Start(b)
+	c := s.Client(b)
+	k := newSigner(b)
+	dir, out := b.TempDir(), b.TempDir()
+	b.Setenv("ETCD_ENDPOINTS", s.Endpoint())
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{out: newLines(), errs: newLines(), done: make(chan error, 1), stop: cancel}
+	args := append([]string{"-p", "/b/files", "--patterns", "/b/patterns", "--verify-key", k.pub, "-t", dir,
+		"--state-dir", b.TempDir(), "--log-level", "warn"}, childArgs(dir, "serve")...)
+	go func() { r.done <- run(ctx, args, r.out, r.errs) }()
+	b.Cleanup(func() { cancel(); <-r.done })
+	r.out.next(b, "ready")
+	var took []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		path := filepath.Join(out, fmt.Sprintf("ran%d", i))
+		jwt := k.sign(fmt.Sprintf(`{run: [{id: 'touch', always: true, change: 'touch %s'}]}`, path))
+		began := time.Now()
+		if _, err := c.Put(ctx, "/b/patterns/app", jwt); err != nil {
+			b.Fatal(err)
+		}
+		for deadline := began.Add(waitLong); ; time.Sleep(time.Millisecond) { // poll: the command leaves only the file
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("pattern %d did not run within %v; log:\n%s", i, waitLong, r.errs.String())
+			}
+		}
+		took = append(took, time.Since(began))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms/put-to-run")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
+	"github.com/dispenser-dev/dispenser/internal/token"
 	"github.com/dispenser-dev/dispenser/internal/writer"
 )
 
@@ -43,6 +44,11 @@ type config struct {
 	watchProbe  time.Duration // progress-request interval; 0: off
 	initTimeout time.Duration // give up if the first sync takes longer; 0: wait forever
 	argv        []string      // the child; empty in sidecar mode
+
+	patterns    string           // etcd prefix of pattern JWTs, ending in "/"; "" when off
+	verifyKeys  token.PublicKeys // --verify-key, DISPENSER_VERIFY_KEYS, DISPENSER_VERIFY_KEYS_FILE
+	stateDir    string           // --state-dir; "" keeps no state across restarts
+	etchaConfig string           // --etcha-config file; "" when none
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -71,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		layout             string
 		owner, group       string
 		runAs              string
+		keyFlags           []string
 	)
 	fs.StringVarP(&c.prefix, "prefix", "p", "", "etcd prefix of all files to read (required)")
 	fs.StringVarP(&c.target, "target", "t", "", "directory to write the files to (required)")
@@ -90,6 +97,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.listenHTTP, "listen-http", "", "serve /metrics, /healthz and /readyz on `ADDR`, e.g. 127.0.0.1:9090 (default: off)")
 	fs.DurationVar(&c.watchProbe, "watch-probe", 30*time.Second, "ask etcd for watch progress this often and resync if it does not answer (0: off)")
 	fs.DurationVar(&c.initTimeout, "initial-timeout", 0, "give up if the first complete sync takes longer than this (default: wait forever)")
+	fs.StringVar(&c.patterns, "patterns", "", "run the signed pattern JWT in each key under this etcd `PREFIX`; the key's path below it is the pattern's name (needs a verify key)")
+	fs.StringArrayVar(&keyFlags, "verify-key", nil, "public `KEY` (from etcha generate-keys) that pattern JWTs must be signed with; repeatable; also DISPENSER_VERIFY_KEYS (comma-separated) and DISPENSER_VERIFY_KEYS_FILE")
+	fs.StringVar(&c.stateDir, "state-dir", "", "keep the last accepted JWT of each pattern in `DIR` (created if missing), so a restart restores them and can run removals (default: none)")
+	fs.StringVar(&c.etchaConfig, "etcha-config", "", "etcha config `FILE` whose exec, vars, run.jwtRule and sources.<name> options apply to the patterns")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
@@ -157,10 +168,60 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, usagef("--log-format %q: use text or json", c.logFormat)
 	}
+	if err := c.parsePatterns(keyFlags); err != nil {
+		return nil, err
+	}
 	if c.once && len(c.argv) > 0 {
 		return nil, usagef("--once writes the files and exits; it cannot start %q", c.argv[0])
 	}
 	return &c, nil
+}
+
+// parsePatterns checks the pattern flags and reads the verify keys from
+// the flags and the environment.
+func (c *config) parsePatterns(keyFlags []string) error {
+	if c.patterns == "" {
+		if len(keyFlags) > 0 || c.stateDir != "" || c.etchaConfig != "" {
+			return usagef("--verify-key, --state-dir and --etcha-config apply to patterns; add --patterns=PREFIX or drop them")
+		}
+		return nil
+	}
+	if !strings.HasSuffix(c.patterns, "/") {
+		c.patterns += "/"
+	}
+	if strings.HasPrefix(c.prefix, c.patterns) || strings.HasPrefix(c.patterns, c.prefix) {
+		return usagef("--patterns=%s and --prefix=%s overlap; use two separate prefixes, e.g. /app/files/ and /app/patterns/", c.patterns, c.prefix)
+	}
+	var err error
+	add := func(where string, list []string) error {
+		for i, s := range list {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			k, err := token.ParsePublicKey(s)
+			if err != nil {
+				return usagef("%s (key %d): %v; use a publicKey printed by `etcha generate-keys`", where, i+1, err)
+			}
+			c.verifyKeys = append(c.verifyKeys, k)
+		}
+		return nil
+	}
+	if err = add("--verify-key", keyFlags); err != nil {
+		return err
+	}
+	if err = add("DISPENSER_VERIFY_KEYS", strings.Split(os.Getenv("DISPENSER_VERIFY_KEYS"), ",")); err != nil {
+		return err
+	}
+	if path := os.Getenv("DISPENSER_VERIFY_KEYS_FILE"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return usagef("DISPENSER_VERIFY_KEYS_FILE: %v; point it at a file of public keys, one per line or comma-separated", err)
+		}
+		if err = add("DISPENSER_VERIFY_KEYS_FILE "+path, strings.FieldsFunc(string(b), func(r rune) bool { return r == ',' || r == '\n' })); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseRunAs looks up --run-as for a child given by argv.

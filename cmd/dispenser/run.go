@@ -13,6 +13,7 @@ import (
 
 	"github.com/dispenser-dev/dispenser/internal/daemon"
 	"github.com/dispenser-dev/dispenser/internal/etcdenv"
+	"github.com/dispenser-dev/dispenser/internal/etcha"
 	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/version"
@@ -36,6 +37,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return usageError{err}
+	}
+
+	patterns, err := loadPatterns(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
 
 	// Subscribe before anything slow, so no signal is lost during start-up.
@@ -69,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Stderr:         stderr,
 		Logger:         log,
 		Signals:        sigs,
+		Patterns:       patterns,
 	})
 	if cfg.listenHTTP != "" { // before connecting, so probes get a 503 that says why
 		stop, err := serveHTTP(ctx, cfg.listenHTTP, d, log)
@@ -83,6 +90,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer closeClient()
 	return d.Run(ctx, client)
+}
+
+// loadPatterns reads --etcha-config and checks that patterns have a verify
+// key: they never run unsigned. It returns nil without --patterns.
+func loadPatterns(ctx context.Context, cfg *config, log *slog.Logger) (*daemon.Patterns, error) {
+	if cfg.patterns == "" {
+		return nil, nil
+	}
+	app := &etcha.App{Env: os.Environ(), Logger: log}
+	if cfg.etchaConfig != "" {
+		c, err := etcha.LoadConfig(ctx, etcha.LoadOptions{Path: cfg.etchaConfig, Env: os.Environ(), Logger: log})
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--etcha-config: %w", err)}
+		}
+		app.Config = c
+	}
+	if len(cfg.verifyKeys) == 0 && (app.Config == nil || len(app.Config.Run.VerifyKeys) == 0) {
+		return nil, usagef("--patterns needs a key to verify pattern JWTs with: add --verify-key=KEY (or DISPENSER_VERIFY_KEYS, DISPENSER_VERIFY_KEYS_FILE, or run.verifyKeys in --etcha-config); patterns never run unsigned")
+	}
+	return &daemon.Patterns{Prefix: cfg.patterns, App: app, VerifyKeys: cfg.verifyKeys, StateDir: cfg.stateDir}, nil
 }
 
 // serveHTTP starts the /metrics, /healthz and /readyz server. The returned

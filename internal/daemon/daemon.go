@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dispenser-dev/dispenser/internal/metrics"
+	"github.com/dispenser-dev/dispenser/internal/source"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
@@ -56,6 +57,8 @@ type Options struct {
 	Signals *Signals
 	// Metrics, if set, is updated; nil makes a private one.
 	Metrics *metrics.Metrics
+	// Patterns, if set, runs signed patterns from etcd keys.
+	Patterns *Patterns
 }
 
 // Daemon is the loop that ties the parts together: batches from the
@@ -86,6 +89,10 @@ type Daemon struct {
 	wantRev    int64            // etcd revision of the newest batch taken
 	stops      <-chan os.Signal // SIGTERM, SIGINT, SIGQUIT (see stopSignals)
 	sigs       <-chan os.Signal // every other signal to forward to the child
+
+	engine  *source.Engine  // nil without Patterns
+	sources map[string]bool // names registered in engine
+	present map[string]bool // names with a pattern key in etcd
 }
 
 // New returns a Daemon for opts. The InitialTimeout starts now.
@@ -119,12 +126,21 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 // child exits or a stop is asked for. It returns the child's
 // *supervisor.ExitError when the child failed, and nil for a clean stop.
 func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
-	d.watcher = watch.New(watch.Options{
+	wopts := watch.Options{
 		Client:           client,
 		Prefix:           d.opts.Prefix,
 		ProgressInterval: d.opts.WatchProbe,
 		Logger:           d.log,
-	})
+	}
+	if d.opts.Patterns != nil {
+		wopts.Also = []string{d.opts.Patterns.Prefix}
+		stopPatterns, err := d.startPatterns(ctx)
+		if err != nil {
+			return err
+		}
+		defer stopPatterns()
+	}
+	d.watcher = watch.New(wopts)
 	d.client = client
 	d.connected.Store(true)
 	return d.run(ctx)
@@ -132,7 +148,8 @@ func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
 
 // run drives the daemon until the child exits or a stop is asked for.
 //  1. Start the watcher.
-//  2. Write the first complete snapshot (retrying until it succeeds).
+//  2. Write the first complete snapshot (retrying until it succeeds), then
+//     run every pattern once.
 //  3. With Once, stop there. Otherwise start the child.
 //  4. Apply batches and forward signals until the child exits or SIGTERM,
 //     SIGINT or ctx's end asks us to stop.
@@ -195,8 +212,9 @@ func (d *Daemon) startChild() error {
 	return nil
 }
 
-// firstSync waits for the watcher's first snapshot and writes it. It returns
-// a non-nil signal if a stop was asked for before the write succeeded.
+// firstSync waits for the watcher's first snapshot, writes it and runs
+// every pattern once. It returns a non-nil signal if a stop was asked for
+// before that was done.
 func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.Signal, error) {
 	var p pending
 	var retry <-chan time.Time
@@ -231,8 +249,11 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 			retry = time.After(d.retryIn)
 			continue
 		}
-		d.ready.Store(true)
 		d.log.Info("target in sync", "dir", d.opts.Target)
+		if _, s := d.runPatterns(ctx, &p, true); s != nil {
+			return d.stoppedBeforeSync(s), nil
+		}
+		d.ready.Store(true)
 		return nil, nil
 	}
 }
@@ -266,27 +287,35 @@ func (d *Daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 			if s := d.drain(ctx, &p, batches); s != nil {
 				return d.stopOrExit(s)
 			}
+			var s os.Signal
 			switch {
-			case retry != nil: // backing off: the retry writes this too
+			case retry != nil && p.patterns == nil && !p.patternsReset: // backing off: the retry writes this too
+			case retry != nil && d.opts.WaitMin == 0: // the retry writes the files; patterns run now
+				s = d.patternsAndSignal(ctx, &p)
 			case d.opts.WaitMin == 0:
-				d.flushAndSignal(&p, &retry)
+				s = d.flushAndSignal(ctx, &p, &retry)
 			default:
 				wait.batch()
 			}
+			if s != nil {
+				return s
+			}
 		case <-wait.quiet:
 			wait.done()
-			if retry == nil {
-				d.flushAndSignal(&p, &retry)
+			if s := d.flushOrPatterns(ctx, &p, &retry); s != nil {
+				return s
 			}
 		case <-wait.maxed:
 			wait.done()
-			if retry == nil {
-				d.flushAndSignal(&p, &retry)
+			if s := d.flushOrPatterns(ctx, &p, &retry); s != nil {
+				return s
 			}
 		case <-retry:
 			retry = nil
 			wait.done()
-			d.flushAndSignal(&p, &retry)
+			if s := d.flushAndSignal(ctx, &p, &retry); s != nil {
+				return s
+			}
 		case <-d.reload:
 			d.reload = nil
 			d.signal()
@@ -313,22 +342,56 @@ func (d *Daemon) stopOrExit(s os.Signal) os.Signal {
 	return s
 }
 
-// flushAndSignal writes what is pending and signals the child once if any
-// file visible to readers changed, even if part of the write failed. A
+// flushAndSignal writes what is pending, runs the pending patterns, and
+// signals the child once if any file visible to readers changed (even if
+// part of the write failed) or a pattern command fired etcha:reload. A
 // failed write schedules a retry after the backoff; the writer keeps the
-// desired state, so the retry needs no batch.
-func (d *Daemon) flushAndSignal(p *pending, retry *<-chan time.Time) {
+// desired state, so the retry needs no batch. It returns a stop signal
+// received while patterns ran.
+func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan time.Time) os.Signal {
 	changed, err := d.flush(p)
 	*retry = nil
 	if err != nil {
 		*retry = time.After(d.retryIn)
 	}
+	reload, stop := d.runPatterns(ctx, p, false)
+	if stop != nil {
+		return stop
+	}
+	d.reloadChild(changed || reload)
+	return nil
+}
+
+// flushOrPatterns ends a --wait burst: it writes and runs the patterns,
+// or, while a failed write backs off, only runs the patterns.
+func (d *Daemon) flushOrPatterns(ctx context.Context, p *pending, retry *<-chan time.Time) os.Signal {
+	if *retry != nil {
+		return d.patternsAndSignal(ctx, p)
+	}
+	return d.flushAndSignal(ctx, p, retry)
+}
+
+// patternsAndSignal runs the pending patterns while a failed write backs
+// off (failing files never hold back patterns), and signals the child if
+// one fired etcha:reload. It returns a stop signal received meanwhile.
+func (d *Daemon) patternsAndSignal(ctx context.Context, p *pending) os.Signal {
+	reload, stop := d.runPatterns(ctx, p, false)
+	if stop != nil {
+		return stop
+	}
+	d.reloadChild(reload)
+	return nil
+}
+
+// reloadChild sends the child its reload signal if changed, once: held
+// back (and merged) while the child is starting.
+func (d *Daemon) reloadChild(changed bool) {
 	if !changed || d.child == nil || d.opts.Signal == 0 {
 		return
 	}
 	if early := startGrace - time.Since(d.childStart); early > 0 {
 		if d.reload == nil {
-			d.log.Info("files changed while the child is starting; holding its reload signal", "for", early.Round(time.Millisecond))
+			d.log.Info("files or patterns changed while the child is starting; holding its reload signal", "for", early.Round(time.Millisecond))
 			d.reload = time.After(early)
 		}
 		return
@@ -364,7 +427,7 @@ func (d *Daemon) flush(p *pending) (bool, error) {
 	} else {
 		res, err = d.writer.Apply(p.list())
 	}
-	*p = pending{}
+	p.takeFiles()
 	d.countRejections(res.Rejected)
 	if err != nil {
 		d.failures++
@@ -527,7 +590,11 @@ func (d *Daemon) add(p *pending, b watch.Batch) {
 		}
 	}
 	d.metrics.Received(b.Rev, cause)
-	p.add(b)
+	prefix := ""
+	if d.opts.Patterns != nil {
+		prefix = d.opts.Patterns.Prefix
+	}
+	p.add(b, prefix)
 }
 
 // drain takes every batch that is ready without waiting, so a burst (a

@@ -1,0 +1,229 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/dispenser-dev/dispenser/internal/etcha"
+	"github.com/dispenser-dev/dispenser/internal/source"
+	"github.com/dispenser-dev/dispenser/internal/token"
+)
+
+// Patterns configure signed patterns from etcd (dispenser --patterns).
+// Every key under Prefix holds one JWT; its path below Prefix is the
+// source name. They run on the engine of `etcha run`.
+type Patterns struct {
+	// Prefix is the etcd prefix of the pattern keys, ending in "/". It
+	// must not be a prefix of Options.Prefix, nor the other way round.
+	// Both are followed in one watch over the key range that covers them,
+	// so they should be close (e.g. /app/files/ and /app/patterns/).
+	Prefix string
+	// App is the etcha configuration (--etcha-config): its exec, vars,
+	// run.jwtRule and run.verifyKeys apply, and sources.<name> applies to
+	// the key of that name. Required.
+	App *etcha.App
+	// VerifyKeys are appended to the configuration's run.verifyKeys.
+	VerifyKeys token.PublicKeys
+	// StateDir keeps the last accepted JWT of each pattern; it is created
+	// if missing. "" keeps them in a temporary directory removed at exit,
+	// so a restart runs the current patterns again without removals.
+	StateDir string
+}
+
+// startPatterns builds the engine. The returned function closes it (runs
+// in progress get KillTimeout) and removes a temporary state directory.
+func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
+	p := d.opts.Patterns
+	if p.Prefix == "" || strings.HasPrefix(p.Prefix, d.opts.Prefix) || strings.HasPrefix(d.opts.Prefix, p.Prefix) {
+		return nil, fmt.Errorf("patterns prefix %q and files prefix %q overlap; use two separate prefixes", p.Prefix, d.opts.Prefix)
+	}
+	dir, temp := p.StateDir, p.StateDir == ""
+	if temp {
+		if dir, err = os.MkdirTemp("", "dispenser-patterns-"); err != nil {
+			return nil, fmt.Errorf("patterns: state directory: %w", err)
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("--state-dir: %w; point it at a directory dispenser can create and write", err)
+	}
+	e, err := p.App.NewEngine(ctx, etcha.EngineOptions{StateDir: dir, VerifyKeys: p.VerifyKeys, OnResult: d.patternResult})
+	if err != nil {
+		if temp {
+			os.RemoveAll(dir)
+		}
+		return nil, fmt.Errorf("patterns: %w", err)
+	}
+	d.engine = e
+	d.sources, d.present = map[string]bool{}, map[string]bool{}
+	for _, n := range e.Names() {
+		d.sources[n] = true
+	}
+	return func() {
+		d.closeEngine(nil)
+		if temp {
+			os.RemoveAll(dir)
+		}
+	}, nil
+}
+
+// closeEngine closes the engine: runs in progress get KillTimeout, or end
+// at once when skip is closed (a second stop signal).
+func (d *Daemon) closeEngine(skip <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.KillTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	if skip != nil {
+		wg.Go(func() {
+			select {
+			case <-skip:
+				cancel()
+			case <-ctx.Done():
+			}
+		})
+	}
+	if err := d.engine.Close(ctx); err != nil {
+		d.log.Warn("pattern runs cancelled: they did not finish within --kill-timeout", "kill_timeout", d.opts.KillTimeout)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// patternResult is the engine's OnResult: it counts each result.
+func (d *Daemon) patternResult(name string, _ source.Origin, r source.Result) {
+	switch r.Status {
+	case source.StatusRefused:
+		d.metrics.PatternRefused(name, string(r.Reason))
+		return
+	case source.StatusRan:
+		d.metrics.PatternRan(name, r.Err != nil)
+	}
+	if !r.IssuedAt.IsZero() && r.Status != source.StatusSkipped {
+		d.metrics.PatternAccepted(name, r.IssuedAt)
+	}
+}
+
+// runPatterns runs the pattern changes in p, in name order, and reports
+// whether a command fired etcha:reload. At start-up (startup) a pattern
+// equal to the restored one runs once anyway. A failing pattern is logged
+// and counted and never stops the others. Signals are handled while the
+// patterns run: others are forwarded; a stop lets the run in progress
+// finish within KillTimeout (a second stop ends it at once), runs no more
+// patterns and is returned.
+func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (reload bool, stop os.Signal) {
+	changes, reset := p.takePatterns()
+	if d.engine == nil || (len(changes) == 0 && !reset) {
+		return false, nil
+	}
+	var names []string
+	for _, n := range slices.Sorted(maps.Keys(changes)) {
+		if changes[n].deleted {
+			d.log.Warn("pattern key deleted; the pattern stays current (removing its work takes a new signed pattern)",
+				"pattern", n, "key", d.opts.Patterns.Prefix+n)
+			continue
+		}
+		names = append(names, n)
+	}
+	if reset {
+		for _, n := range slices.Sorted(maps.Keys(d.present)) {
+			if _, ok := changes[n]; !ok {
+				d.log.Warn("pattern key gone; the pattern stays current (removing its work takes a new signed pattern)",
+					"pattern", n, "key", d.opts.Patterns.Prefix+n)
+			}
+		}
+		d.present = map[string]bool{}
+	}
+	for n, c := range changes {
+		if c.deleted {
+			delete(d.present, n)
+		} else {
+			d.present[n] = true
+		}
+	}
+	for _, n := range names {
+		if !d.sources[n] {
+			if err := d.engine.Add(ctx, source.Config{Name: n}); err != nil {
+				d.log.Error("pattern not registered", "pattern", n, "err", err)
+				continue
+			}
+			d.sources[n] = true
+		}
+	}
+
+	// A stop does not cancel the run in progress: closing the engine gives
+	// it KillTimeout. halt only keeps further patterns from starting.
+	runCtx, halt := context.WithoutCancel(ctx), make(chan struct{})
+	done := make(chan bool, 1)
+	go func() { // owned: runPatterns waits for done on every path
+		reload := false
+	names:
+		for _, n := range names {
+			select {
+			case <-halt:
+				break names
+			default:
+			}
+			reload = d.runPattern(runCtx, n, changes[n].jwt, startup) || reload
+		}
+		done <- reload
+	}()
+	var skip chan struct{} // closed by a second stop
+	for {
+		var s os.Signal
+		select {
+		case reload := <-done:
+			return reload, stop
+		case s = <-d.stops:
+			if !d.isStop(s) {
+				continue
+			}
+		case s := <-d.sigs:
+			d.forward(s)
+			continue
+		case <-ctx.Done():
+			if stop != nil {
+				continue
+			}
+			s = syscall.SIGTERM
+		}
+		if stop != nil {
+			d.log.Warn("second stop signal: cancelling the pattern run now", "signal", s)
+			close(skip)
+			continue
+		}
+		stop, skip = s, make(chan struct{})
+		d.log.Info("stop asked for while patterns run; the run in progress gets --kill-timeout", "signal", s,
+			"kill_timeout", d.opts.KillTimeout)
+		close(halt)
+		closed := make(chan struct{})
+		go func() { defer close(closed); d.closeEngine(skip) }()
+		defer func() { <-closed }()
+	}
+}
+
+// runPattern hands one pattern's JWT to the engine and reports whether a
+// command fired etcha:reload.
+func (d *Daemon) runPattern(ctx context.Context, name, jwt string, startup bool) bool {
+	o := source.Origin{Trigger: source.TriggerPull, Where: d.opts.Patterns.Prefix + name}
+	r, err := d.engine.Receive(ctx, name, jwt, o)
+	if err == nil && startup && r.Status == source.StatusUnchanged { // restored: run it once at start
+		r, err = d.engine.Run(ctx, name, o)
+	}
+	if err != nil {
+		if !errors.Is(err, source.ErrClosed) {
+			d.log.Error("pattern not run", "pattern", name, "err", err)
+		}
+		return false
+	}
+	for _, ev := range r.Events {
+		if ev.Name == "reload" {
+			return true
+		}
+	}
+	return false
+}
