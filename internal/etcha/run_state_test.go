@@ -1,10 +1,15 @@
 package etcha
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/source"
 )
@@ -91,5 +96,54 @@ func TestRunFrequency(t *testing.T) {
 	r.log.waitLines(t, 1, "Always changed two")
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunShutdownGrace: when Run's context ends (SIGTERM), a run in
+// progress that ends within the grace period finishes; one that does not
+// is killed (its process is gone) when the grace period is over; Run
+// returns nil.
+func TestRunShutdownGrace(t *testing.T) {
+	dir := t.TempDir()
+	fifoA, fifoB := filepath.Join(dir, "a.fifo"), filepath.Join(dir, "b.fifo")
+	for _, f := range []string{fifoA, fifoB} {
+		if err := syscall.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := startRun(t, receiverConfig(dir, `{a: {allowPush: true}, b: {allowPush: true}}`))
+	done := make(chan error, 2)
+	for src, cmd := range map[string]string{
+		"a": "echo $$ > " + fifoA + "; sleep 1; touch " + filepath.Join(dir, "a.done"),
+		"b": "echo $$ > " + fifoB + "; exec sleep 60",
+	} {
+		sender, _ := newSender(t, r.addr, true, src)
+		go func() { done <- sender.Push(context.Background(), PushOptions{Source: src, Payload: cmd}) }()
+	}
+	pidB := 0
+	for _, f := range []string{fifoA, fifoB} {
+		b, err := os.ReadFile(f) // returns once the command has written its pid
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == fifoB {
+			pidB, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: %v, want nil after its context ended", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.done")); err != nil {
+		t.Fatalf("the run that ends within the grace period did not finish: %v", err)
+	}
+	if err := syscall.Kill(pidB, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the run still going after the grace period: process %d: kill 0 = %v, want it gone", pidB, err)
+	}
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(waitLong):
+			t.Fatal("a push did not return after Run stopped")
+		}
 	}
 }
