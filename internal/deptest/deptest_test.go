@@ -15,11 +15,14 @@ const module = "github.com/dispenser-dev/dispenser/"
 // may import. A package not listed may import none.
 var allowed = map[string][]string{
 	"internal/pattern": {"internal/command"},
-	"internal/etcha":   {"internal/pattern", "internal/command", "internal/token", "internal/source"},
 	"internal/source":  {"internal/command", "internal/token"},
 	"internal/pull":    {"internal/watch"},
-	"cmd/dispenser": {"internal/etcdenv", "internal/watch", "internal/writer", "internal/supervisor",
-		"internal/metrics", "internal/devetcd", "internal/version"},
+	"internal/etcha": {"internal/pattern", "internal/command", "internal/token", "internal/source",
+		"internal/pull", "internal/listen", "internal/etcdenv"},
+	"internal/daemon": {"internal/etcha", "internal/source", "internal/token", "internal/watch",
+		"internal/writer", "internal/supervisor", "internal/metrics"},
+	"cmd/dispenser": {"internal/daemon", "internal/etcha", "internal/etcdenv", "internal/writer",
+		"internal/supervisor", "internal/token", "internal/metrics", "internal/devetcd", "internal/version"},
 	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/version"},
 }
 
