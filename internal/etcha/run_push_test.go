@@ -151,6 +151,26 @@ func TestRunPushRefusals(t *testing.T) {
 		t.Fatalf("a 4 MiB + 1 body: %s, want 413", resp.Status)
 	}
 
+	// The refusal rows of issue 8's table, pushed: each answers 404 and
+	// runs nothing (the newer pattern pushed first makes the last a replay).
+	newer := signAt(t, logPattern(t, dir, "newer"), timeNowMinus(1))
+	expired := signAt(t, writeFile(t, dir, "exp.jsonnet", `{expiresIn: '1s', run: [{id: 'x', always: true, change: 'touch `+marker+`2'}]}`), timeNowMinus(5))
+	older := signAt(t, logPattern(t, dir, "older"), timeNowMinus(3))
+	for i, body := range []string{newer, "not a jwt", "", "\x00\xff\x01", expired, older} {
+		resp, err := client.Post("https://"+r.addr+"/etcha/v1/push/app", "application/jwt", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{true: http.StatusOK, false: http.StatusNotFound}[i == 0]; resp.StatusCode != want {
+			t.Fatalf("push %d: %s, want %d", i, resp.Status, want)
+		}
+	}
+	if fileText(t, filepath.Join(dir, "app.log")) != "newer\n" || fileText(t, marker+"2") != "" {
+		t.Fatalf("after the refused pushes: app.log %q, want only the newer pattern's run", fileText(t, filepath.Join(dir, "app.log")))
+	}
+	r.log.waitLines(t, 1, "msg=push", "status=refused", "reason=rollback")
+
 	got, err := push(t, sender, out, PushOptions{Source: "app", Payload: cmd})
 	if err != nil || got != "recv:\n    hello\n" {
 		t.Fatalf("ad-hoc push: %v, output %q", err, got)
