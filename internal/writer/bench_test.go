@@ -74,6 +74,10 @@ func BenchmarkSync10k(b *testing.B) {
 	}
 }
 
+// benchOptions lets a retired generation be reused at once: the puts of
+// the benchmark stand for puts spaced past Options.ReuseAfter.
 func benchOptions(b *testing.B, layout Layout) Options {
-	return testOptions(b, layout)
+	opts := testOptions(b, layout)
+	opts.ReuseAfter = time.Nanosecond
+	return opts
 }

@@ -1,7 +1,6 @@
 package writer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"path"
@@ -11,11 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// plain brings a plain-layout target up to date:
+// plain brings a plain-layout target up to date, inspecting the disk:
 //
-//  1. load the managed set: the manifest, or what the last call left;
-//  2. decide which valid keys need writing (verifying the disk unless
-//     trusted);
+//  1. load the managed set from the manifest;
+//  2. decide which valid keys need writing, comparing the files on disk;
 //  3. remove managed files no longer wanted and managed directories that
 //     became empty;
 //  4. record the files and directories about to be created in the manifest,
@@ -27,72 +25,110 @@ import (
 //     generations);
 //  7. write the final manifest.
 func (s *state) plain() error {
-	w := s.w
-	m, err := s.loadManaged() // (1)
+	m, err := s.readManifest() // (1)
 	if err != nil {
 		return err
 	}
+	if m == nil {
+		m = newManifest()
+	}
 	prev := m.clone()
-	var left *atomicLeftovers
-	if !w.trusted {
-		if left, err = s.findAtomicLeftovers(); err != nil {
-			return err
-		}
-		for d := range m.Dirs {
-			s.removeTemps(d)
-		}
+	left, err := s.findAtomicLeftovers()
+	if err != nil {
+		return err
+	}
+	for d := range m.Dirs {
+		s.removeTemps(d)
 	}
 	toWrite := s.plainPlan(m)                // (2)
 	if err := s.removeStale(m); err != nil { // (3)
 		return err
 	}
-	if err := s.recordIntent(m, toWrite); err != nil { // (4)
+	if err := s.writeAll(m, toWrite, prev.Files, left); err != nil { // (4, 5)
 		return err
 	}
-	for _, k := range toWrite { // (5)
-		err := s.writePlain(k, prev, left)
+	if err := s.clearAtomicLeftovers(left); err != nil { // (6)
+		return err
+	}
+	if err := s.saveManifest(m); err != nil { // (7)
+		return err
+	}
+	s.w.man = m
+	return nil
+}
+
+// writeAll records toWrite in the manifest m, then writes each key; a key
+// that cannot be written is marked unwritable and dropped from m unless
+// known says it was there before.
+func (s *state) writeAll(m *manifest, toWrite []string, known map[string]bool, left *atomicLeftovers) error {
+	if err := s.recordIntent(m, toWrite); err != nil {
+		return err
+	}
+	for _, k := range toWrite {
+		err := s.writePlain(k, known[k], left)
 		if err != nil && isBatchErr(err) {
 			return err
 		}
 		if err != nil {
 			s.unwritable(k, unwritableDetail(err))
-			if !prev.Files[k] {
+			if !known[k] {
 				m.remove(m.Files, k)
 			}
 		}
 	}
-	if left != nil { // (6)
-		if err := s.clearAtomicLeftovers(left); err != nil {
-			return err
-		}
-	}
-	if err := s.saveManifest(m); err != nil { // (7)
-		return err
-	}
-	w.dirs = m.Dirs
 	return nil
 }
 
-// loadManaged returns the managed set: from memory when trusted, else from
-// the manifest on disk.
-func (s *state) loadManaged() (*manifest, error) {
+// plainDelta applies the keys in delta to a plain-layout target the writer
+// trusts: it removes the files of keys no longer valid and the managed
+// directories they leave unneeded, then writes the others and retries the
+// keys unwritable last time. Only a key added or removed rewrites the
+// manifest.
+func (s *state) plainDelta(delta []string) error {
 	w := s.w
-	if w.trusted {
-		m := newManifest()
-		for k := range w.disk {
-			m.Files[k] = true
-		}
-		for d := range w.dirs {
-			m.Dirs[d] = true
-		}
-		m.clean = true
-		return m, nil
+	m := w.man
+	if m == nil || !m.clean {
+		return errStale
 	}
-	m, err := s.readManifest()
-	if m == nil && err == nil {
-		m = newManifest()
+	var toWrite, unneeded []string
+	known := make(map[string]bool)
+	for _, k := range delta {
+		if w.index.valid[k] {
+			toWrite = append(toWrite, k)
+			known[k] = m.Files[k]
+			continue
+		}
+		if !m.Files[k] {
+			continue
+		}
+		existed, err := s.removeFile(k)
+		if err != nil {
+			return err
+		}
+		if existed {
+			s.res.Removed++
+		}
+		m.remove(m.Files, k)
+		for _, d := range parents(k) {
+			if w.index.under[d] == 0 && m.Dirs[d] {
+				unneeded = append(unneeded, d)
+			}
+		}
 	}
-	return m, err
+	for d := range s.removeEmptyDirs(unneeded) {
+		m.remove(m.Dirs, d)
+	}
+	for k := range w.bad {
+		if w.index.valid[k] && !slices.Contains(toWrite, k) {
+			toWrite = append(toWrite, k)
+			known[k] = m.Files[k]
+		}
+	}
+	slices.Sort(toWrite)
+	if err := s.writeAll(m, toWrite, known, nil); err != nil {
+		return err
+	}
+	return s.saveManifest(m)
 }
 
 // plainPlan returns the valid keys whose file must be (re)written. Matching
@@ -101,17 +137,12 @@ func (s *state) plainPlan(m *manifest) []string {
 	w := s.w
 	var toWrite []string
 	for _, k := range s.valid {
-		if w.trusted && m.Files[k] && bytes.Equal(w.disk[k], w.desired[k]) {
-			continue
-		}
-		if !w.trusted {
-			if fd, err := s.parentOf(k); err == nil && s.matches(fd, path.Base(k), w.desired[k]) {
-				if !m.Files[k] {
-					w.log.Info("adopting existing file with identical content", "key", k, "path", k)
-					m.add(m.Files, k)
-				}
-				continue
+		if fd, err := s.parentOf(k); err == nil && s.matches(fd, path.Base(k), w.desired[k]) {
+			if !m.Files[k] {
+				w.log.Info("adopting existing file with identical content", "key", k, "path", k)
+				m.add(m.Files, k)
 			}
+			continue
 		}
 		toWrite = append(toWrite, k)
 	}
@@ -219,7 +250,7 @@ func (s *state) recordIntent(m *manifest, toWrite []string) error {
 
 // writePlain replaces key's file in place, relative to the descriptor of
 // its directory.
-func (s *state) writePlain(key string, prev *manifest, left *atomicLeftovers) error {
+func (s *state) writePlain(key string, known bool, left *atomicLeftovers) error {
 	if err := s.plainParents(key, left); err != nil {
 		return err
 	}
@@ -238,7 +269,7 @@ func (s *state) writePlain(key string, prev *manifest, left *atomicLeftovers) er
 		if err := s.clearUnmanaged(pfd, key, base, key, &st); err != nil {
 			return err
 		}
-	case !prev.Files[key] && !left.isLink(key):
+	case !known && !left.isLink(key):
 		s.w.log.Warn("replacing file dispenser did not create", "key", key, "path", key)
 	}
 	tmp := tempName(tmpPrefix + base)

@@ -97,13 +97,16 @@
 package writer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,6 +172,12 @@ type Options struct {
 	// Logger receives warnings about rejected keys and replaced files. Nil
 	// discards them.
 	Logger *slog.Logger
+	// ReuseAfter is how long a generation stays untouched after "..data"
+	// moved away from it; after that the atomic layout may reuse it for a
+	// later change set (see "Readers" in the package documentation). Zero
+	// means [DefaultReuseAfter]; a negative value never reuses a generation,
+	// so that every change set links every unchanged file anew.
+	ReuseAfter time.Duration
 	// KeyPrefix is put before keys in log lines, so that they name the key
 	// as the operator knows it (the etcd prefix, e.g. "/certs/"). Empty
 	// logs keys as given.
@@ -214,6 +223,7 @@ type Writer struct {
 	euid, egid int // the writer's own ids: what it creates is theirs
 
 	desired map[string][]byte    // full desired state, including rejected keys
+	index   *keyIndex            // validity of the desired keys
 	warned  map[string]bool      // rejected keys already logged
 	bad     map[string]Rejection // valid keys found unwritable by the last call
 
@@ -225,7 +235,9 @@ type Writer struct {
 	pending bool            // a failed call may have changed visible files
 	gen     string          // atomic: generation directory disk lives in
 	made    map[fileID]bool // atomic: generation directories this Writer created
-	dirs    map[string]bool // plain: directories the writer created
+	retired *retiredGen     // atomic: the generation before gen, kept for reuse
+	man     *manifest       // plain: what the writer created, as on disk
+	now     func() time.Time
 }
 
 // New checks opts and returns a Writer with an empty desired state. It
@@ -253,7 +265,7 @@ func New(opts Options) (*Writer, error) {
 		desired: make(map[string][]byte),
 		warned:  make(map[string]bool),
 		disk:    make(map[string][]byte),
-		dirs:    make(map[string]bool),
+		now:     time.Now,
 	}, nil
 }
 
@@ -266,6 +278,9 @@ func (o *Options) fill() error {
 	}
 	if o.DirMode == 0 {
 		o.DirMode = 0o755
+	}
+	if o.ReuseAfter == 0 {
+		o.ReuseAfter = DefaultReuseAfter
 	}
 	if o.FileMode&^fs.ModePerm != 0 || o.DirMode&^fs.ModePerm != 0 {
 		return fmt.Errorf("file mode %o or directory mode %o has bits beyond 0777; use plain permission bits", o.FileMode, o.DirMode)
@@ -369,14 +384,24 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 // atomic layout the previous snapshot stays intact and readable; in the
 // plain layout files written before the failure are already new.
 func (w *Writer) Apply(changes []Change) (Result, error) {
-	for _, c := range changes {
-		if c.Delete {
-			delete(w.desired, c.Key)
-		} else {
-			w.desired[c.Key] = clone(c.Value)
+	if !w.trusted || w.index == nil {
+		for _, c := range changes {
+			if c.Delete {
+				delete(w.desired, c.Key)
+			} else {
+				w.desired[c.Key] = clone(c.Value)
+			}
 		}
+		return w.reconcile(false)
 	}
-	return w.reconcile(false)
+	touched := make(map[string]bool, len(changes))
+	for _, c := range changes {
+		w.index.set(w.desired, c, touched)
+	}
+	for k := range touched {
+		w.index.refresh(k, w.desired)
+	}
+	return w.applyDelta(touched)
 }
 
 func clone(b []byte) []byte {
@@ -387,9 +412,10 @@ func clone(b []byte) []byte {
 }
 
 func (w *Writer) reconcile(full bool) (Result, error) {
-	valid, rejected := partition(w.desired)
-	slices.Sort(valid)
-	s := &state{w: w, valid: valid, full: full, wrote: make(map[string]bool), bad: make(map[string]Rejection)}
+	w.index = buildIndex(w.desired)
+	w.retired = nil // the full run removes every other generation
+	valid := slices.Sorted(maps.Keys(w.index.valid))
+	s := w.newState(valid, full)
 	err := w.openTarget(s)
 	if err == nil {
 		defer s.top.close()
@@ -399,6 +425,25 @@ func (w *Writer) reconcile(full bool) (Result, error) {
 			err = s.atomic()
 		}
 	}
+	res, err := w.finish(s, err)
+	if err == nil {
+		w.disk = make(map[string][]byte, len(valid))
+		for _, k := range valid {
+			if _, bad := s.bad[k]; !bad || w.opts.Layout == Atomic {
+				w.disk[k] = w.desired[k] // atomic: an unwritable key's file is in the generation
+			}
+		}
+	}
+	return res, err
+}
+
+func (w *Writer) newState(valid []string, full bool) *state {
+	return &state{w: w, valid: valid, full: full, wrote: make(map[string]bool), bad: make(map[string]Rejection)}
+}
+
+// finish completes the result of a run, remembers which keys are
+// unwritable and whether the disk can be trusted next time.
+func (w *Writer) finish(s *state, err error) (Result, error) {
 	for k := range s.wrote {
 		if _, bad := s.bad[k]; !bad {
 			s.res.Written++
@@ -407,13 +452,13 @@ func (w *Writer) reconcile(full bool) (Result, error) {
 	s.res.Changed = s.res.Changed || s.res.Written > 0 || s.res.Removed > 0
 	if err != nil {
 		for k, r := range w.bad { // not retried this time: still unwritable
-			if _, done := s.bad[k]; !done && slices.Contains(valid, k) {
+			if _, done := s.bad[k]; !done && w.index.valid[k] {
 				s.bad[k] = r
 			}
 		}
 	}
 	w.bad = s.bad
-	s.res.Rejected = rejected
+	s.res.Rejected = slices.Collect(maps.Values(w.index.rejected))
 	for _, r := range s.bad {
 		s.res.Rejected = append(s.res.Rejected, r)
 	}
@@ -426,15 +471,66 @@ func (w *Writer) reconcile(full bool) (Result, error) {
 	}
 	s.res.Changed = s.res.Changed || w.pending
 	w.pending = false
-	w.disk = make(map[string][]byte, len(valid))
-	for _, k := range valid {
-		if _, bad := s.bad[k]; !bad || w.opts.Layout == Atomic {
-			w.disk[k] = w.desired[k] // atomic: an unwritable key's file is in the generation
-		}
-	}
 	w.trusted = true
 	return s.res, nil
 }
+
+// applyDelta brings the target up to date after Apply changed the keys in
+// touched, while the writer trusts its memory of the disk: only those keys,
+// and keys unwritable last time, are looked at.
+func (w *Writer) applyDelta(touched map[string]bool) (Result, error) {
+	work := make([]string, 0, len(touched)+len(w.bad))
+	for k := range touched {
+		work = append(work, k)
+	}
+	for k := range w.bad {
+		if !touched[k] {
+			work = append(work, k)
+		}
+	}
+	slices.Sort(work)
+	var delta []string // keys whose file must change
+	for _, k := range work {
+		v, want := w.desired[k]
+		want = want && w.index.valid[k]
+		d, have := w.disk[k]
+		if want != have || want && !bytes.Equal(v, d) {
+			delta = append(delta, k)
+		}
+	}
+	s := w.newState(nil, false)
+	if len(delta) == 0 && len(w.bad) == 0 {
+		return w.finish(s, nil)
+	}
+	err := w.openTarget(s)
+	if err == nil {
+		defer s.top.close()
+		if w.opts.Layout == Plain {
+			err = s.plainDelta(delta)
+		} else {
+			err = s.atomicDelta(delta)
+		}
+	}
+	if errors.Is(err, errStale) { // the disk is not what the writer left: look at all of it
+		w.trusted = false
+		return w.reconcile(false)
+	}
+	res, err := w.finish(s, err)
+	if err == nil {
+		for _, k := range delta {
+			_, bad := s.bad[k]
+			if w.index.valid[k] && (!bad || w.opts.Layout == Atomic) {
+				w.disk[k] = w.desired[k]
+			} else {
+				delete(w.disk, k)
+			}
+		}
+	}
+	return res, err
+}
+
+// errStale says that the disk is not what the writer's memory says.
+var errStale = errors.New("target changed behind the writer's back")
 
 // openTarget opens the target directory once for the run; every later
 // access is relative to this descriptor.
