@@ -1,15 +1,23 @@
 // Package etcha implements the commands of the etcha CLI (spec §1.2) on top
 // of the leaf packages: configuration loading (§1.1), generate-keys, build
-// (§3.4), local, render, jwt, compare (§3.7), test (§7.1) and lint (§7.2).
+// (§3.4), local, render, jwt, compare (§3.7), test (§7.1), lint (§7.2),
+// run (listen mode, §4.2–4.5, §4.8 receiver, §11.9 etcd pull paths) and
+// push (§4.8 sender).
 //
 // Each command is a method of App that writes its results to App.Stdout and
 // returns an error; an *Error carries the exit code the binary should use.
 // Nothing here calls os.Exit or reads os.Args, os.Stdout or the process
-// environment directly: callers pass them in.
+// environment directly: callers pass them in (the ETCD_* variables for
+// etcd:/// pull paths come from App.Env).
 //
-// It deliberately does not implement listen mode (run), push, pull, shell,
-// sources other than as configuration for local/build/test, signingCommands
-// or verifyCommands, PBKDF-encrypted keys, or container execs.
+// Run wires internal/source (the engine: verify, compare, diff, state, run
+// queues), internal/pull (file, http(s) and etcd fetches, etcd watches) and
+// internal/listen (the HTTPS push receiver) together; it owns their
+// goroutines and the one etcd client.
+//
+// It deliberately does not implement events, webhooks, shell, the metrics
+// endpoint, signingCommands or verifyCommands, PBKDF-encrypted keys, or
+// container execs.
 package etcha
 
 import (
