@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
@@ -70,7 +71,7 @@ type TargetConfig struct {
 	// PathPush defaults to "/etcha/v1/push".
 	PathPush string `json:"pathPush,omitempty"`
 	// Port defaults to 4000; a number or a string of digits.
-	Port json.Number `json:"port,omitempty"`
+	Port portValue `json:"port,omitempty"`
 	// SourcePatterns maps a source name to the pattern path or command
 	// pushed to it when the command line gives none; "" accepts only
 	// what the command line gives.
@@ -324,8 +325,8 @@ func (c *Config) Validate() error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Targets)) {
 		if t := c.Targets[name]; t != nil && t.Port != "" {
-			if n, err := t.Port.Int64(); err != nil || n < 1 || n > 65535 {
-				return fmt.Errorf("config targets.%s.port is %q; use a port number from 1 to 65535", name, t.Port.String())
+			if n, err := strconv.Atoi(string(t.Port)); err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("config targets.%s.port is %q; use a port number from 1 to 65535", name, string(t.Port))
 			}
 		}
 	}
@@ -465,5 +466,23 @@ func (l *stringList) UnmarshalJSON(b []byte) error {
 		return errors.New("verifyKeys must be a key string or a list of key strings")
 	}
 	*l = list
+	return nil
+}
+
+// portValue is a port given as a JSON number or string; Validate checks
+// that it is a number from 1 to 65535.
+type portValue string
+
+func (p *portValue) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*p = portValue(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return errors.New("a target's port must be a number or a string of digits")
+	}
+	*p = portValue(n.String())
 	return nil
 }

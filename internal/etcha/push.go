@@ -143,7 +143,7 @@ func (a *App) pushTargets(o PushOptions) ([]pushTarget, error) {
 		if t.Insecure {
 			scheme = "http"
 		}
-		port := t.Port.String()
+		port := string(t.Port)
 		if port == "" {
 			port = "4000"
 		}

@@ -179,6 +179,14 @@ func TestRunPushRefusals(t *testing.T) {
 		t.Fatalf("the ad-hoc command did not run: %v", err)
 	}
 
+	say := writeFile(t, dir, "say.jsonnet", `{run: [{id: 'say', always: true, change: 'echo said', onChange: ['etcha:stdout']}]}`)
+	if got, err := push(t, sender, out, PushOptions{Source: "app", Payload: say}); err != nil || got != "recv:\n    Changed 1: say\n" {
+		t.Fatalf("push of a pattern with etcha:stdout: %v, output %q", err, got)
+	}
+	if got := r.out.String(); got != "said\n" {
+		t.Fatalf("etcha run's stdout %q, want the etcha:stdout event's output", got)
+	}
+
 	strict, sout := newSender(t, r.addr, false, "app")
 	got, err = push(t, strict, sout, PushOptions{Source: "app", Payload: "true"})
 	var e *Error
