@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fuzzKeys are the keys FuzzApply picks from: valid ones that nest and
@@ -20,7 +21,8 @@ var fuzzKeys = []string{
 
 // FuzzApply applies random batches and checks after each one that the files
 // visible in the target are exactly the valid desired keys and that nothing
-// outside the target changed. Input: byte 0 picks the layout; then pairs of
+// outside the target changed. Input: byte 0 picks the layout (bit 0) and
+// whether a retired generation is reused at once (bit 1); then pairs of
 // (key index, action): action 0-199 puts, 200-239 deletes, 240-249 ends the
 // batch, 250-255 restarts with a new Writer and Sync.
 func FuzzApply(f *testing.F) {
@@ -29,6 +31,8 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{0, 8, 1, 9, 2, 7, 3, 250, 8, 200, 240, 7, 201, 240})
 	f.Add([]byte{1, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 240, 1, 255})
 	f.Add([]byte{0, 4, 1, 5, 2, 3, 3, 240, 4, 200, 5, 200, 240, 3, 200, 250})
+	f.Add([]byte{2, 0, 1, 2, 3, 240, 0, 200, 240, 1, 5, 240, 2, 6, 240, 0, 7, 240})
+	f.Add([]byte{2, 2, 1, 240, 3, 1, 240, 2, 200, 240, 0, 1, 240, 3, 200, 240, 1, 200, 240})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 1 || len(data) > 400 {
 			return
@@ -37,6 +41,9 @@ func FuzzApply(f *testing.F) {
 		outside := filepath.Join(base, "outside")
 		writeRaw(t, outside, "sentinel", "untouched")
 		opts := Options{Dir: filepath.Join(base, "target"), Layout: Layout(data[0] % 2), UID: -1, GID: -1}
+		if data[0]&2 != 0 {
+			opts.ReuseAfter = time.Nanosecond
+		}
 		if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -49,17 +56,23 @@ func FuzzApply(f *testing.F) {
 		desired := make(map[string][]byte)
 		var batch []Change
 		step := func(restart bool) {
+			var res Result
 			var err error
 			if restart {
 				w = newWriter(t, opts)
-				_, err = w.Sync(desired)
+				res, err = w.Sync(desired)
 			} else {
-				_, err = w.Apply(batch)
+				res, err = w.Apply(batch)
 			}
 			if err != nil {
 				t.Fatalf("after %d changes: %v", len(batch), err)
 			}
 			batch = nil
+			_, rejected := partition(desired)
+			got := slices.DeleteFunc(res.Rejected, func(r Rejection) bool { return r.Reason == ReasonUnwritable })
+			if !slices.EqualFunc(got, rejected, func(a, b Rejection) bool { return a.Error() == b.Error() && a.Reason == b.Reason }) {
+				t.Fatalf("Rejected = %v, want %v", got, rejected)
+			}
 			checkFuzzState(t, base, opts.Dir, desired)
 		}
 		for i := 1; i+1 < len(data); i += 2 {
