@@ -3,9 +3,15 @@ package etcha
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/etcdtest"
 )
 
 // BenchmarkVerifyRender measures what `etcha render <jwt>` does with a
@@ -44,5 +50,43 @@ func BenchmarkVerifyRender(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkEtcdPutToRun measures, for `etcha run` watching an etcd:///
+// key on an embedded etcd, the time from the Put of a new one-command
+// pattern JWT to its command running (the command writes to a FIFO the
+// benchmark reads). It reports the median over b.N puts as
+// ms-put-to-run; signing each JWT is not timed.
+func BenchmarkEtcdPutToRun(b *testing.B) {
+	dir := b.TempDir()
+	etcd := etcdtest.Start(b)
+	cli := etcd.Client(b)
+	fifo := filepath.Join(dir, "ran.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	r := startRun(b, receiverConfig(dir, `{app: {pullPaths: ['etcd:///patterns/app']}}`), "ETCD_ENDPOINTS="+etcd.Endpoint())
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	var took []time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		p := writeFile(b, dir, fmt.Sprintf("p%d.jsonnet", i), fmt.Sprintf(`{run: [{id: 'run %d', always: true, change: 'echo %d > %s'}]}`, i, i, fifo))
+		jwt := signAt(b, p, base.Add(time.Duration(i)*time.Second))
+		b.StartTimer()
+		start := time.Now()
+		if _, err := cli.Put(context.Background(), "/patterns/app", jwt); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := os.ReadFile(fifo); err != nil { // returns once the command wrote
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "ms-put-to-run")
+	if err := r.stop(); err != nil {
+		b.Fatal(err)
 	}
 }

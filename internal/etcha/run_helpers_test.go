@@ -106,7 +106,7 @@ type running struct {
 // startRun loads cfg into an App with the real clock, starts Run and
 // waits for start-up (every source pulled and run). env is the App's
 // process environment (ETCD_*).
-func startRun(t *testing.T, cfg string, env ...string) *running {
+func startRun(t testing.TB, cfg string, env ...string) *running {
 	t.Helper()
 	app, _ := newApp(t, cfg)
 	r := &running{log: newLogSink(), out: &lockedBuffer{}}

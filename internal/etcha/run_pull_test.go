@@ -18,14 +18,14 @@ import (
 
 // logPattern writes a pattern whose one command appends word to
 // dir/<source>.log on every run (the source is the automatic var).
-func logPattern(t *testing.T, dir, word string) string {
+func logPattern(t testing.TB, dir, word string) string {
 	t.Helper()
 	return writeFile(t, dir, word+".jsonnet", `{run: [{id: '`+word+`', always: true,
   change: 'echo `+word+` >> `+dir+`/' + std.native('getConfig')().vars.source + '.log'}]}`)
 }
 
 // signAt builds pattern with the test key and iat at.
-func signAt(t *testing.T, pattern string, at time.Time) string {
+func signAt(t testing.TB, pattern string, at time.Time) string {
 	t.Helper()
 	app, _ := newApp(t, baseConfig)
 	app.Now = func() time.Time { return at }
