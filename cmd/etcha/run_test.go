@@ -192,3 +192,32 @@ func TestUsageAndErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRunPushUsage: run and push check their arguments (exit 2) and an
+// etcd:/// pull path without ETCD_ENDPOINTS is a one-line error (exit 1);
+// run -o with nothing failing exits 0 and prints etcha:stdout output.
+func TestRunPushUsage(t *testing.T) {
+	dir, cfg := setup(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"-c", cfg, "run", "extra"}, 2, "takes 0 arguments"},
+		{[]string{"-c", cfg, "push"}, 2, "takes at least 1 arguments"},
+		{[]string{"-c", cfg, "push", "-h", "h1", "app"}, 2, "needs a pattern path or a command"},
+		{[]string{"-c", cfg, "push", "app", "ls"}, 2, "no target has sources \"app\""},
+		{[]string{"-c", cfg, "-x", `sources_app={"pullPaths": ["etcd:///p/app"]}`, "run", "-o"}, 1, "ETCD_ENDPOINTS"},
+		{[]string{"-c", cfg, "-x", `sources_app={"pullPaths": ["ftp://x"]}`, "run", "-o"}, 1, "sources.app.pullPaths[0]"},
+	} {
+		code, _, stderr := cli(t, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.err) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 && code == 2 {
+			t.Errorf("etcha %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stderr, tc.code, tc.err)
+		}
+	}
+	stdoutCmd := `sources_app={"commands": [{"id": "say", "always": true, "change": "echo hello from run", "onChange": ["etcha:stdout"]}]}`
+	code, out, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", stdoutCmd, "-x", "run_stateDir="+dir, "run", "-o")
+	if code != 0 || out != "hello from run\n" {
+		t.Fatalf("run -o: exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
+}
