@@ -34,12 +34,17 @@ func newSigner(tb testing.TB) *signer {
 	return &signer{tb: tb, priv: priv, pub: pub.String(), iat: time.Now().Add(-time.Hour).Truncate(time.Second)}
 }
 
-// sign returns a JWT whose pattern is jsonnet.
+// sign returns a JWT whose pattern is jsonnet, issued by "tests".
 func (s *signer) sign(jsonnet string) string {
+	s.tb.Helper()
+	return s.signAs("tests", jsonnet)
+}
+
+func (s *signer) signAs(iss, jsonnet string) string {
 	s.tb.Helper()
 	s.iat = s.iat.Add(time.Second)
 	jwt, err := token.Sign(&token.Claims{
-		IssuedAt: s.iat, ID: fmt.Sprintf("jti-%d", s.iat.Unix()), Issuer: "tests",
+		IssuedAt: s.iat, ID: fmt.Sprintf("jti-%d", s.iat.Unix()), Issuer: iss,
 		Pattern: token.Pattern{Entrypoint: "/main.jsonnet", Files: map[string]string{"/main.jsonnet": jsonnet}},
 	}, s.priv)
 	if err != nil {
@@ -234,7 +239,8 @@ func TestStopDuringPatternRun(t *testing.T) {
 // TestPatternStateAcrossRestarts: with --state-dir a restart restores the
 // last accepted pattern, so a pattern changed while dispenser was down is
 // diffed against it (the dropped command's remove runs); without it the
-// current pattern just runs (no removal).
+// current pattern just runs (no removal). The verify key comes by each of
+// --verify-key, DISPENSER_VERIFY_KEYS and DISPENSER_VERIFY_KEYS_FILE.
 func TestPatternStateAcrossRestarts(t *testing.T) {
 	s := etcdtest.Start(t)
 	k := newSigner(t)
@@ -244,10 +250,25 @@ func TestPatternStateAcrossRestarts(t *testing.T) {
 		return fmt.Sprintf(`{run: [{id: '%s', always: true, change: 'echo %s >> %s', remove: 'echo removed-%s >> %s'}]}`, id, id, log, id, log)
 	}
 	state := filepath.Join(t.TempDir(), "state")
-	once := func(args ...string) {
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	_, other, err := token.GenerateKeys("ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte(other.String()+"\n"+k.pub+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The key comes by flag, by DISPENSER_VERIFY_KEYS or by
+	// DISPENSER_VERIFY_KEYS_FILE (each also with a key that did not sign).
+	byFlag := func() []string { return []string{"--verify-key=" + k.pub} }
+	byEnv := func() []string { t.Setenv("DISPENSER_VERIFY_KEYS", other.String()+", "+k.pub); return nil }
+	byFile := func() []string { t.Setenv("DISPENSER_VERIFY_KEYS_FILE", keyFile); return nil }
+	once := func(keys func() []string, args ...string) {
 		t.Helper()
-		r := start(t, s, append([]string{"--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub,
-			"-t", w.target, "--once"}, args...)...)
+		t.Setenv("DISPENSER_VERIFY_KEYS", "")
+		t.Setenv("DISPENSER_VERIFY_KEYS_FILE", "")
+		flags := append([]string{"--prefix=/app/files", "--patterns=/app/patterns", "-t", w.target, "--once"}, keys()...)
+		r := start(t, s, append(flags, args...)...)
 		if err := r.wait(t); err != nil {
 			t.Fatalf("dispenser --once: %v; log:\n%s", err, r.errs.String())
 		}
@@ -259,16 +280,45 @@ func TestPatternStateAcrossRestarts(t *testing.T) {
 		}
 	}
 	put(t, s, "/app/patterns/web", k.sign(cmd("a")))
-	once("--state-dir", state)
+	once(byFlag, "--state-dir", state)
 	wantLog("a\n")
 	put(t, s, "/app/patterns/web", k.sign(cmd("b"))) // while dispenser is down
-	once("--state-dir", state)
+	once(byEnv, "--state-dir", state)
 	wantLog("a\nremoved-a\nb\n")
-	once("--state-dir", state) // unchanged: the restored pattern runs once
+	once(byFile, "--state-dir", state) // unchanged: the restored pattern runs once
 	wantLog("a\nremoved-a\nb\nb\n")
 	put(t, s, "/app/patterns/web", k.sign(cmd("c")))
-	once() // no state: c runs, b's removal cannot
+	once(byFlag) // no state: c runs, b's removal cannot
 	wantLog("a\nremoved-a\nb\nb\nc\n")
+}
+
+// TestEtchaConfigApplies: --etcha-config's exec (with its env), vars,
+// run.jwtRule and run.verifyKeys apply to every pattern, and
+// sources.<name> (checkOnly, vars) to the pattern of that name.
+func TestEtchaConfigApplies(t *testing.T) {
+	s := etcdtest.Start(t)
+	k := newSigner(t)
+	w := newPatternWorld(t)
+	cfg := filepath.Join(t.TempDir(), "etcha.jsonnet")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`{
+  exec: {command: '/bin/sh -c', env: {OUT: '%s'}},
+  vars: {word: 'plain'},
+  run: {jwtRule: 'iss == "tests"', verifyKeys: ['%s']},
+  sources: {web: {checkOnly: true, vars: {word: 'web'}}},
+}`, w.out, k.pub)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := `{run: [{id: 'write', check: 'false', change: 'echo ' + std.native('getConfig')().vars.word + ' > "$OUT/' + std.native('getConfig')().vars.source + '"'}]}`
+	put(t, s, "/app/patterns/app", k.sign(write), "/app/patterns/web", k.sign(write),
+		"/app/patterns/other", k.signAs("someone else", write))
+	r := start(t, s, "--prefix=/app/files", "--patterns=/app/patterns", "-t", w.target, "--once", "--etcha-config", cfg)
+	if err := r.wait(t); err != nil {
+		t.Fatalf("dispenser --once: %v; log:\n%s", err, r.errs.String())
+	}
+	if got := contents(w.out); got != "app=plain\n" {
+		t.Fatalf("pattern output %q, want only app=plain (web is checkOnly, other fails the jwtRule)", got)
+	}
+	r.errs.containing(t, "reason=rule")
 }
 
 // TestPatternUsageErrors: --patterns never runs unsigned; the pattern
@@ -283,15 +333,18 @@ func TestPatternUsageErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		args []string
+		env  string // DISPENSER_VERIFY_KEYS
 		want string
 	}{
-		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns"}, "--patterns needs a key"},
-		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns", "--verify-key", "nonsense"}, "--verify-key (key 1)"},
-		{[]string{"-p", "/x", "-t", dir, "--patterns", "/x/patterns", "--verify-key", pub.String()}, "overlap"},
-		{[]string{"-p", "/x", "-t", dir, "--verify-key", pub.String()}, "add --patterns"},
-		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns", "--verify-key", pub.String(), "--etcha-config", filepath.Join(dir, "none.jsonnet")}, "--etcha-config"},
+		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns"}, "", "--patterns needs a key"},
+		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns"}, pub.String() + ",junk", "DISPENSER_VERIFY_KEYS (key 2)"},
+		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns", "--verify-key", "nonsense"}, "", "--verify-key (key 1)"},
+		{[]string{"-p", "/x", "-t", dir, "--patterns", "/x/patterns", "--verify-key", pub.String()}, "", "overlap"},
+		{[]string{"-p", "/x", "-t", dir, "--verify-key", pub.String()}, "", "add --patterns"},
+		{[]string{"-p", "/x/files", "-t", dir, "--patterns", "/x/patterns", "--verify-key", pub.String(), "--etcha-config", filepath.Join(dir, "none.jsonnet")}, "", "--etcha-config"},
 	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+		t.Run(strings.Join(tc.args, " ")+" "+tc.env, func(t *testing.T) {
+			t.Setenv("DISPENSER_VERIFY_KEYS", tc.env)
 			var stderr bytes.Buffer
 			code := report(&stderr, run(context.Background(), tc.args, &bytes.Buffer{}, &stderr))
 			first := strings.SplitN(stderr.String(), "\n", 2)[0]
