@@ -6,18 +6,65 @@
 //
 // [Atomic] (the default) keeps the files in a hidden generation directory
 // "..<timestamp>" and points the relative symlink "..data" at it; every
-// top-level name is a symlink "<name>" → "..data/<name>". A batch builds the
-// next generation (hard-linking unchanged files from the current one), then
-// commits it with one rename of "..data_tmp" over "..data", then adds and
-// removes top-level symlinks, then deletes the old generation. A reader that
-// resolves paths after the switch sees the whole new set, never a mix; a
-// reader that opens "..data" once and reads several files relative to it is
-// consistent even across a switch.
+// top-level name is a symlink "<name>" → "..data/<name>". A change set
+// prepares the next generation, commits it with one rename of a temporary
+// symlink over "..data", then adds and removes top-level symlinks. The
+// generation it replaced is kept as the retired one, and the next change
+// set uses it:
+//
+//   - if "..data" moved away from it at least Options.ReuseAfter ago
+//     (default [DefaultReuseAfter], 1 s), the retired generation is renamed
+//     to a fresh generation name, then only the files of the keys that
+//     changed since it was current are replaced (by a hard link to the
+//     current file, or a new file): the change set costs what changed, not
+//     what the target holds;
+//   - otherwise a fresh generation is built, every unchanged file a hard
+//     link to the current one, and the retired generation is removed.
+//
+// [Writer.Sync] always builds a fresh generation when anything differs, and
+// removes every other.
 //
 // [Plain] replaces each file in place (temp file, chmod, chown, fsync,
 // rename, fsync of the directory) and records the files and directories it
 // created in "..dispenser-manifest" (JSON). Readers may see a batch half
 // applied.
+//
+// # Cost of a change
+//
+// Sync reads the whole target. Between Syncs, Apply trusts its memory of
+// what it wrote and looks only at the keys a batch changes, the keys whose
+// validity they change (a file where another key needs a directory), and
+// keys unwritable last time. In the atomic layout a batch then costs what
+// it changes when the retired generation is reused, and a link per file
+// when a fresh generation is built (batches closer together than
+// Options.ReuseAfter). In the plain layout it costs what it changes; adding
+// or removing a key also rewrites the manifest, which lists every file.
+//
+// # Readers of the atomic layout
+//
+// What a reader is promised:
+//
+//   - A file, once in a generation, is never written again: an open file
+//     keeps its content. Files are replaced by new files, never changed.
+//   - Every change set is one rename over "..data". A path resolved through
+//     "..data" or a top-level symlink after it names files of the new set;
+//     one resolved before it names files of the old set.
+//   - A reader that resolves "..data" once and reads several files relative
+//     to the generation it found (it opens "..data" as a directory, as
+//     [os.OpenRoot] does, or reads the link and opens "..<gen>/a" by name)
+//     gets files of that one change set only, or sees them vanish because
+//     the generation was removed, as long as it finishes within
+//     Options.ReuseAfter of the moment "..data" moved away from that
+//     generation. After that the generation may be reused for a later
+//     change set.
+//   - A generation is renamed to a new timestamped name before it is
+//     reused: opening "..<gen>/a" by its old name after that fails (ENOENT),
+//     it never yields a file of a later change set. Only a reader holding
+//     the directory open, or a path lookup under way at the instant of the
+//     rename, can see it change.
+//
+// A reader that needs a consistent set for longer than Options.ReuseAfter
+// resolves "..data" again, or copies the files.
 //
 // # What the writer owns
 //
@@ -72,6 +119,16 @@
 //     uid; managed files only if they have the configured owner's uid (the
 //     writer's without one), and directories only while they are empty real
 //     directories reached through real directories.
+//   - a retired generation is reused only if the directory at its name is
+//     the very one this Writer made and retired, with the owner, mode, link
+//     count, modification and change times it had then (so nobody added,
+//     removed or renamed an entry at its top), and only if Options.DirMode
+//     lets neither group nor others write into it; after the rename it must
+//     still be that inode, else what was renamed is moved back and left
+//     alone. Every file of a key that changed since it was current is
+//     replaced, never trusted; the other files are hard links to the
+//     inodes of the current generation, which Apply trusts in the same way
+//     (damage to them is repaired by the next Sync).
 //
 // What it does not defend against: such a user can still delete or rename
 // entries in the target (unless it has the sticky bit), and so change what
