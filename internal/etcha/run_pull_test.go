@@ -67,6 +67,7 @@ func TestRunEtcdWatch(t *testing.T) {
 
 	r := startRun(t, receiverConfig(dir, `{app: {pullPaths: ['etcd:///patterns/app']}}`), "ETCD_ENDPOINTS="+etcd.Endpoint())
 	r.log.waitLines(t, 1, "no valid targets for source app")
+	r.log.waitLines(t, 1, "Watched etcd key is absent") // the watch's first read: it is watching
 	logFile := filepath.Join(dir, "app.log")
 
 	put(v1)
