@@ -60,6 +60,9 @@ func (a *App) Run(ctx context.Context, o RunOptions) error {
 		o.Grace = DefaultGrace
 	}
 	if err := a.startDelay(ctx); err != nil { // (1)
+		if o.Once {
+			return fmt.Errorf("run -o interrupted (%v) before any source ran", context.Cause(ctx))
+		}
 		return nil // a signal during the delay: nothing started
 	}
 	r, err := a.newRunner(ctx) // (2)
