@@ -149,3 +149,33 @@ func TestRunShutdownGrace(t *testing.T) {
 		t.Fatal("the push did not return after Run stopped")
 	}
 }
+
+// TestRunStartDelay: run.randomizedStartDelaySec delays start-up (nothing
+// runs yet) and a signal during the delay ends Run at once: nil for
+// `run`, an error for `run -o`, which ran nothing.
+func TestRunStartDelay(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	cfg := receiverConfig(dir, `{app: {commands: [{id: 'x', always: true, change: 'touch `+marker+`'}]}}`)
+	for _, once := range []bool{false, true} {
+		app, _ := newApp(t, cfg, "run_randomizedStartDelaySec=3600")
+		logs := newLogSink()
+		app.Logger = slogTo(logs)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- app.Run(ctx, RunOptions{Once: once}) }()
+		logs.waitLines(t, 1, "Waiting before start-up")
+		cancel()
+		select {
+		case err := <-done:
+			if once != (err != nil) {
+				t.Fatalf("Run(once=%v) after a signal during the delay: %v", once, err)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("Run did not return after a signal during the start delay")
+		}
+	}
+	if fileText(t, marker) != "" {
+		t.Fatal("a source ran although start-up was interrupted during the delay")
+	}
+}
