@@ -82,6 +82,7 @@ func (s *state) nextGen(cur string, delta []string) (next string, reused bool, e
 	if r := w.retired; r != nil && w.opts.ReuseAfter >= 0 && w.now().Sub(r.at) >= w.opts.ReuseAfter && w.opts.DirMode&0o022 == 0 {
 		next, err := s.reuseGen(cur, r, delta)
 		if err == nil {
+			w.reuses++
 			return next, true, nil
 		}
 		w.log.Debug("building a fresh generation", "reason", err)

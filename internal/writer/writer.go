@@ -293,6 +293,7 @@ type Writer struct {
 	gen     string          // atomic: generation directory disk lives in
 	made    map[fileID]bool // atomic: generation directories this Writer created
 	retired *retiredGen     // atomic: the generation before gen, kept for reuse
+	reuses  int             // atomic: how many times a retired generation was reused
 	man     *manifest       // plain: what the writer created, as on disk
 	now     func() time.Time
 }
