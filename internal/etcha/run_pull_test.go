@@ -108,6 +108,42 @@ func TestRunEtcdWatch(t *testing.T) {
 	}
 }
 
+// TestRunEtcdTutorial is the §4.4 tutorial by etcd: each put of a JWT on
+// the watched key runs it within its watch event; the second pattern
+// removes the first one's commands in reverse order; putting it again
+// changes nothing.
+func TestRunEtcdTutorial(t *testing.T) {
+	dir := t.TempDir()
+	etcd := etcdtest.Start(t)
+	cli := etcd.Client(t)
+	f1, f2, f3, p1, p2 := tutorialPatterns(t, dir)
+	j1, j2 := signAt(t, p1, timeNowMinus(2)), signAt(t, p2, timeNowMinus(1))
+	r := startRun(t, receiverConfig(dir, `{app: {pullPaths: ['etcd:///patterns/app']}}`), "ETCD_ENDPOINTS="+etcd.Endpoint())
+	for i, step := range []struct {
+		jwt, status, ran string
+		files        [3]string
+	}{
+		{j1, "status=ran", "changed=2 removed=0", [3]string{"1\n", "1\n", ""}},
+		{j2, "status=ran", "changed=1 removed=2", [3]string{"", "", "3\n"}},
+		{j2, "status=unchanged", "", [3]string{"", "", "3\n"}},
+	} {
+		n, _ := r.log.count("msg=pull", step.status)
+		if _, err := cli.Put(context.Background(), "/patterns/app", step.jwt); err != nil {
+			t.Fatal(err)
+		}
+		r.log.waitLines(t, n+1, "msg=pull", step.status)
+		if step.ran != "" {
+			r.log.waitLines(t, 1, "Ran source app", step.ran)
+		}
+		if got := [3]string{fileText(t, f1), fileText(t, f2), fileText(t, f3)}; got != step.files {
+			t.Fatalf("put %d: files f1, f2, f3 = %q, want %q", i+1, got, step.files)
+		}
+	}
+	if !strings.Contains(r.log.String(), `msg="Removed copy file"`) {
+		t.Fatalf("log:\n%s", r.log.String())
+	}
+}
+
 // TestRunOncePulls: run -o pulls from a file (after a missing one), over
 // HTTPS with #skipVerify, and from etcd; an https pull of an untrusted
 // certificate without skipVerify and a failing static command make -o

@@ -66,15 +66,7 @@ func TestRunPushTutorial(t *testing.T) {
 	dir := t.TempDir()
 	r := startRun(t, receiverConfig(dir, `{app: {allowPush: true}}`))
 	sender, out := newSender(t, r.addr, true, "app")
-	f1, f2, f3 := filepath.Join(dir, "f1"), filepath.Join(dir, "f2"), filepath.Join(dir, "f3")
-	p1 := writeFile(t, dir, "p1.jsonnet", `{run: [
-  {id: 'write a file', always: true, check: 'test -f `+f1+`', change: 'echo 1 > `+f1+`', remove: 'rm `+f1+`', onChange: ['copy file']},
-  {id: 'copy file', check: 'test -f `+f2+`', change: 'cp `+f1+` `+f2+`', remove: 'rm `+f2+`'},
-]}`)
-	p2 := writeFile(t, dir, "p2.jsonnet", `{run: [
-  {id: 'write a new file', check: 'test -f `+f3+`', change: 'echo 3 > `+f3+`', remove: 'rm `+f3+`'},
-]}`)
-
+	f1, f2, f3, p1, p2 := tutorialPatterns(t, dir)
 	got, err := push(t, sender, out, PushOptions{Source: "app", Payload: p2, Check: true})
 	if err != nil || got != "recv:\n    Would change 1: write a new file\n" || fileText(t, f3) != "" {
 		t.Fatalf("check push: %v, output %q, f3 %q; want would change, nothing written", err, got, fileText(t, f3))
@@ -219,4 +211,19 @@ func portOf(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// tutorialPatterns writes the two patterns of the §4.4 tutorial: p1 writes
+// f1 and (on change) copies it to f2; p2 only writes f3.
+func tutorialPatterns(t *testing.T, dir string) (f1, f2, f3, p1, p2 string) {
+	t.Helper()
+	f1, f2, f3 = filepath.Join(dir, "f1"), filepath.Join(dir, "f2"), filepath.Join(dir, "f3")
+	p1 = writeFile(t, dir, "p1.jsonnet", `{run: [
+  {id: 'write a file', always: true, check: 'test -f `+f1+`', change: 'echo 1 > `+f1+`', remove: 'rm `+f1+`', onChange: ['copy file']},
+  {id: 'copy file', check: 'test -f `+f2+`', change: 'cp `+f1+` `+f2+`', remove: 'rm `+f2+`'},
+]}`)
+	p2 = writeFile(t, dir, "p2.jsonnet", `{run: [
+  {id: 'write a new file', check: 'test -f `+f3+`', change: 'echo 3 > `+f3+`', remove: 'rm `+f3+`'},
+]}`)
+	return f1, f2, f3, p1, p2
 }
