@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -148,7 +152,9 @@ func dispatch(ctx context.Context, app *etcha.App, name string, args []string, s
 		if _, err := parse(fs, args, 0, 0); err != nil {
 			return err
 		}
-		return app.Run(ctx, etcha.RunOptions{Once: *once})
+		kill, stop := secondSignal()
+		defer stop()
+		return app.Run(ctx, etcha.RunOptions{Once: *once, Kill: kill})
 	case "push":
 		o := etcha.PushOptions{}
 		fs.SetInterspersed(false) // the command pushed may have flags of its own
@@ -239,4 +245,34 @@ func oneLine(err error) string {
 		}
 	}
 	return strings.Join(parts, " / ")
+}
+
+// secondSignal returns a channel closed by the second SIGINT or SIGTERM
+// (the first one ends ctx, through main's signal.NotifyContext), so that
+// it skips the grace period; stop ends the watching goroutine. It listens
+// from the start, so a second signal that follows the first at once is
+// not missed.
+func secondSignal() (kill <-chan struct{}, stop func()) {
+	k, done := make(chan struct{}), make(chan struct{})
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer signal.Stop(sig)
+		for n := 1; ; n++ {
+			select {
+			case <-sig:
+				if n == 2 {
+					close(k)
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return k, func() {
+		close(done)
+		wg.Wait()
+	}
 }

@@ -32,6 +32,9 @@ type RunOptions struct {
 	// Grace bounds how long runs in progress may finish once ctx is done;
 	// then their commands are killed. 0 means DefaultGrace.
 	Grace time.Duration
+	// Kill, if set, ends the grace period early when it is closed (a
+	// second signal).
+	Kill <-chan struct{}
 	// Ready, if set, is called once every source has pulled and run at
 	// start-up (spec §4.2 step 4), with the listener's address ("" with
 	// Once) and certificate. Tests use it; it must not block for long.
@@ -52,8 +55,8 @@ type RunOptions struct {
 //     (not with Once).
 //
 // Once ctx is done (SIGTERM/SIGINT) it stops accepting pushes and
-// starting runs, lets runs in progress finish for up to Grace, then kills
-// their commands, and returns nil. With Once it returns when step 4 is
+// starting runs, lets runs in progress finish for up to Grace (or until
+// Kill is closed), then kills their commands, and returns nil. With Once it returns when step 4 is
 // done: an error if a source failed (a run error, or no valid pull path).
 func (a *App) Run(ctx context.Context, o RunOptions) error {
 	if o.Grace <= 0 {
@@ -121,7 +124,7 @@ func (a *App) Run(ctx context.Context, o RunOptions) error {
 	case err = <-serveErr:
 	}
 	cancel()
-	r.shutdown(o.Grace)
+	r.shutdown(o.Grace, o.Kill)
 	switch {
 	case err != nil:
 		return fmt.Errorf("listener: %w", err)
@@ -236,10 +239,18 @@ func (a *App) newListener(r *runner) (*listen.Server, error) {
 	})
 }
 
-// shutdown closes the engine: runs in progress get grace to finish.
-func (r *runner) shutdown(grace time.Duration) {
+// shutdown closes the engine: runs in progress get grace to finish, or
+// until kill is closed.
+func (r *runner) shutdown(grace time.Duration, kill <-chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	go func() { // ends with shutdown: cancel closes ctx
+		select {
+		case <-kill:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := r.engine.Close(ctx); err != nil {
 		r.a.logger().Warn("Runs still in progress after the grace period were stopped", "grace", grace)
 	}

@@ -121,7 +121,7 @@ func TestRunEtcdTutorial(t *testing.T) {
 	r := startRun(t, receiverConfig(dir, `{app: {pullPaths: ['etcd:///patterns/app']}}`), "ETCD_ENDPOINTS="+etcd.Endpoint())
 	for i, step := range []struct {
 		jwt, status, ran string
-		files        [3]string
+		files            [3]string
 	}{
 		{j1, "status=ran", "changed=2 removed=0", [3]string{"1\n", "1\n", ""}},
 		{j2, "status=ran", "changed=1 removed=2", [3]string{"", "", "3\n"}},

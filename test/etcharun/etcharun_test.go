@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -240,5 +241,43 @@ func TestRunOnceExit(t *testing.T) {
 	}
 	if code := start(t, bin, okOnly, nil, "run", "-o").exit(t); code != 0 {
 		t.Fatalf("run -o with a succeeding source: exit %d, want 0", code)
+	}
+}
+
+// TestRunSecondSignal: SIGTERM lets a start-up run in progress go on
+// (the grace period is 10 s); a second SIGTERM kills it at once: etcha
+// exits 0 well before the grace period is over and the command's process
+// is gone.
+func TestRunSecondSignal(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "pid.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, cfg, _ := setup(t, `{slow: {commands: [{id: 'slow', always: true, change: 'echo $$ > `+fifo+`; exec sleep 60'}]}}`)
+	e := start(t, bin, cfg, nil, "run")
+	b, err := os.ReadFile(fifo) // returns once the command has written its pid
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	first := time.Now()
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	e.log.wait(t, 1, `msg=stopped`) // the listener is down: the first signal was taken
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("the run in progress was stopped by the first signal: kill 0 = %v", err)
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := e.exit(t); code != 0 {
+		t.Fatalf("exit %d after two SIGTERMs, want 0", code)
+	}
+	if took := time.Since(first); took > 8*time.Second {
+		t.Fatalf("etcha took %s to exit after two SIGTERMs; the second must skip the 10 s grace period", took)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("the command's process %d survived: kill 0 = %v", pid, err)
 	}
 }
