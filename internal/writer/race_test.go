@@ -20,11 +20,17 @@ import (
 // stop returns how many times attack reported a swap.
 func startSwapper(t *testing.T, dir string, attack func(name string) bool) (stop func() int) {
 	t.Helper()
+	return startSwapperOn(t, dir, unix.IN_CREATE, attack)
+}
+
+// startSwapperOn is startSwapper for the inotify events in mask.
+func startSwapperOn(t *testing.T, dir string, mask uint32, attack func(name string) bool) (stop func() int) {
+	t.Helper()
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
 		t.Fatalf("inotify: %v", err)
 	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE); err != nil {
+	if _, err := unix.InotifyAddWatch(fd, dir, mask); err != nil {
 		unix.Close(fd)
 		t.Fatalf("inotify watch: %v", err)
 	}
@@ -238,4 +244,66 @@ func TestRaceProbeChown(t *testing.T) {
 		t.Fatalf("entries after the probes = %v, want rootdir only", entries)
 	}
 	t.Logf("%d swaps", swaps)
+}
+
+// TestRaceSwappedReusedGeneration (issue 10 item 2): generations are reused
+// at once (ReuseAfter 1 ns), and every generation name that appears, by
+// mkdir or by the rename before a reuse, is exchanged with a symlink to a
+// victim or with the victim directory itself. The writer must never write
+// into, chmod, chown or delete a victim.
+func TestRaceSwappedReusedGeneration(t *testing.T) {
+	opts := testOptions(t, Atomic)
+	opts.ReuseAfter = time.Nanosecond
+	w := newWriter(t, opts)
+	mustSync(t, w, map[string]string{"cert": "v0", "n/key": "v0"})
+	mustApply(t, w, put("cert", "v1")) // a retired generation to reuse
+	v := plantVictims(t, opts.Dir)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(v.private.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	// where finds the victim directory's current name.
+	where := func() string {
+		entries, _ := os.ReadDir(opts.Dir)
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil && info.Sys().(*syscall.Stat_t).Ino == st.Ino {
+				return e.Name()
+			}
+		}
+		return ""
+	}
+	n := 0
+	stop := startSwapperOn(t, opts.Dir, unix.IN_CREATE|unix.IN_MOVED_TO, func(name string) bool {
+		if !isGenName(name) {
+			return false
+		}
+		n++
+		if n%2 == 0 {
+			at := where()
+			return at != "" && at != name && exchange(opts.Dir, name, at)
+		}
+		target := "secret"
+		if n%4 == 1 {
+			target = "private"
+		}
+		l := fmt.Sprintf("lnk-%d", n)
+		return os.Symlink(target, filepath.Join(opts.Dir, l)) == nil && exchange(opts.Dir, name, l)
+	})
+	failed := 0
+	start := time.Now()
+	for i := 0; i < 150 && time.Since(start) < 10*time.Second; i++ {
+		if _, err := w.Apply([]Change{put("cert", fmt.Sprint("v", i)), put("n/key", fmt.Sprint("v", i))}); err != nil {
+			failed++
+		}
+		v.check(t, fmt.Sprintf("after Apply %d", i))
+	}
+	swaps := stop()
+	if swaps == 0 {
+		t.Fatal("the attacker never swapped a name; the test proved nothing")
+	}
+	if names, _ := v.private.Readdirnames(-1); len(names) != 1 || names[0] != "data" {
+		t.Fatalf("victim directory holds %v, want [data]", names)
+	}
+	t.Logf("%d swaps, %d failed Applies, %d reuses", swaps, failed, w.reuses)
+	v.check(t, "at the end")
 }
