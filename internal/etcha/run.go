@@ -56,8 +56,9 @@ type RunOptions struct {
 //
 // Once ctx is done (SIGTERM/SIGINT) it stops accepting pushes and
 // starting runs, lets runs in progress finish for up to Grace (or until
-// Kill is closed), then kills their commands, and returns nil. With Once it returns when step 4 is
-// done: an error if a source failed (a run error, or no valid pull path).
+// Kill is closed), then kills their commands, and returns nil. With Once
+// it returns when step 4 is done: an error if a source failed (a run
+// error, or no valid pull path).
 func (a *App) Run(ctx context.Context, o RunOptions) error {
 	if o.Grace <= 0 {
 		o.Grace = DefaultGrace
@@ -79,6 +80,7 @@ func (a *App) Run(ctx context.Context, o RunOptions) error {
 	var srv *listen.Server
 	if !o.Once { // (3)
 		if srv, err = a.newListener(r); err != nil {
+			_ = r.engine.Close(ctx) // nothing ran yet
 			return err
 		}
 	}
