@@ -209,6 +209,7 @@ func TestRunPushUsage(t *testing.T) {
 		{[]string{"-c", cfg, "push", "app", "ls"}, 2, "no target has sources \"app\""},
 		{[]string{"-c", cfg, "-x", `sources_app={"pullPaths": ["etcd:///p/app"]}`, "run", "-o"}, 1, "ETCD_ENDPOINTS"},
 		{[]string{"-c", cfg, "-x", `sources_app={"pullPaths": ["ftp://x"]}`, "run", "-o"}, 1, "sources.app.pullPaths[0]"},
+		{[]string{"-c", cfg, "-l", "none", "-x", "httpServer_listenAddress=nonsense", "-x", "run_stateDir=" + dir, "run"}, 1, "set httpServer.listenAddress"},
 	} {
 		code, _, stderr := cli(t, nil, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.err) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 && code == 2 {
