@@ -1,7 +1,6 @@
 package writer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,7 +20,8 @@ func isGenName(name string) bool {
 	return len(name) > 2 && strings.HasPrefix(name, "..") && name[2] >= '0' && name[2] <= '9' && !strings.Contains(name, "/")
 }
 
-// atomic brings an atomic-layout target up to date:
+// atomic brings an atomic-layout target up to date, inspecting the disk
+// (Sync, and the first call after an error):
 //
 //  1. find the current generation (..data) and its files;
 //  2. decide per valid key whether its file can be carried over;
@@ -31,10 +31,10 @@ func isGenName(name string) bool {
 //  4. remove files a plain-layout run left (manifest), then add and remove
 //     top-level symlinks "<name>" → "..data/<name>"; a name that cannot be
 //     made a symlink makes its keys unwritable, not the batch fail;
-//  5. remove old generations.
+//  5. remove every other generation.
 //
 // A failure before the commit leaves nothing visible, so the result then
-// counts nothing.
+// counts nothing. Between such runs, [state.atomicDelta] applies changes.
 func (s *state) atomic() error {
 	w := s.w
 	cur, err := s.currentGen() // (1)
@@ -44,17 +44,11 @@ func (s *state) atomic() error {
 	if s.full && cur != "" {
 		w.made[idOf(s.top.st[cur])] = true // Sync trusts a generation of the writer's uid
 	}
-	trusted := w.trusted && cur != "" && cur == w.gen && w.made[idOf(s.top.st[cur])]
-	var old map[string]bool
-	if trusted {
-		old = make(map[string]bool, len(w.disk))
-		for k := range w.disk {
-			old[k] = true
-		}
-	} else if old, err = s.listGen(cur); err != nil {
+	old, err := s.listGen(cur)
+	if err != nil {
 		return err
 	}
-	keep, changed := s.plan(cur, old, trusted) // (2)
+	keep, changed := s.plan(cur, old) // (2)
 	next := cur
 	if changed { // (3)
 		if next, err = s.buildGen(cur, keep); err != nil {
@@ -71,10 +65,10 @@ func (s *state) atomic() error {
 			return err
 		}
 	}
-	if err := s.topLevel(old, trusted); err != nil { // (4)
+	if err := s.topLevel(old); err != nil { // (4)
 		return err
 	}
-	s.removeOldGens(cur, next, trusted) // (5)
+	s.removeOldGens(next) // (5)
 	w.gen = next
 	return nil
 }
@@ -146,26 +140,18 @@ func (s *state) listGen(gen string) (map[string]bool, error) {
 // next generation, and whether a next generation is needed at all. It counts
 // files that will disappear in s.res.Removed (not those of keys that were
 // unwritable, which readers never saw).
-func (s *state) plan(cur string, old map[string]bool, trusted bool) (keep map[string]bool, changed bool) {
+func (s *state) plan(cur string, old map[string]bool) (keep map[string]bool, changed bool) {
 	w := s.w
 	keep = make(map[string]bool, len(s.valid))
 	for _, k := range s.valid {
-		if !old[k] {
-			changed = true
-			continue
-		}
-		if trusted && bytes.Equal(w.disk[k], w.desired[k]) || !trusted && s.matchesIn(cur, k) {
+		if old[k] && s.matchesIn(cur, k) {
 			keep[k] = true
 		} else {
 			changed = true
 		}
 	}
-	valid := make(map[string]bool, len(s.valid))
-	for _, k := range s.valid {
-		valid[k] = true
-	}
 	for k := range old {
-		if !valid[k] {
+		if !w.index.valid[k] {
 			changed = true
 			if _, bad := w.bad[k]; !bad {
 				s.res.Removed++
@@ -288,11 +274,9 @@ func (s *state) swap(gen string) error {
 	return nil
 }
 
-// topLevel makes the top-level symlinks match the valid keys. When trusted,
-// only names that appeared or vanished since the last call, or that could
-// not be linked last time, are touched; otherwise the whole target is
-// scanned, plain-layout leftovers are removed and every symlink is checked.
-func (s *state) topLevel(old map[string]bool, trusted bool) error {
+// topLevel makes the top-level symlinks match the valid keys: it removes
+// plain-layout leftovers, scans the whole target and checks every symlink.
+func (s *state) topLevel(old map[string]bool) error {
 	want := make(map[string][]string)
 	for _, k := range s.valid {
 		want[topName(k)] = append(want[topName(k)], k)
@@ -301,24 +285,14 @@ func (s *state) topLevel(old map[string]bool, trusted bool) error {
 	for k := range old {
 		had[topName(k)] = true
 	}
-	retry := make(map[string]bool)
-	for k := range s.w.bad {
-		retry[topName(k)] = true
+	m, err := s.clearPlainLeftovers(want, old)
+	if err != nil {
+		return err
 	}
-	var m *manifest
-	if !trusted {
-		var err error
-		if m, err = s.clearPlainLeftovers(want, old); err != nil {
-			return err
-		}
-		if err := s.scanTop(had); err != nil {
-			return err
-		}
+	if err := s.scanTop(had); err != nil {
+		return err
 	}
 	for name, keys := range want {
-		if trusted && had[name] && !retry[name] {
-			continue
-		}
 		err := s.ensureLink(name, m)
 		switch {
 		case err != nil && isBatchErr(err):
@@ -327,7 +301,7 @@ func (s *state) topLevel(old map[string]bool, trusted bool) error {
 			for _, k := range keys {
 				s.unwritable(k, fmt.Sprintf("%v; dispenser needs %q to be a symlink it can replace: unmount or remove what is there", err, name))
 			}
-		case retry[name]:
+		default:
 			for _, k := range keys {
 				if _, bad := s.w.bad[k]; bad {
 					s.wrote[k] = true // visible for the first time
@@ -416,16 +390,9 @@ func (s *state) removeOurLink(name string) error {
 	return nil
 }
 
-// removeOldGens removes generations other than next that the writer owns:
-// just the previous one when trusted, every one found otherwise. Failures
-// are left for next time.
-func (s *state) removeOldGens(cur, next string, trusted bool) {
-	if trusted {
-		if cur != "" && cur != next {
-			s.removeGen(cur)
-		}
-		return
-	}
+// removeOldGens removes every generation other than next that the writer
+// owns. Failures are left for next time.
+func (s *state) removeOldGens(next string) {
 	entries, err := s.readTop()
 	if err != nil {
 		return
@@ -445,10 +412,6 @@ func (s *state) clearPlainLeftovers(want map[string][]string, old map[string]boo
 	if err != nil || m == nil {
 		return nil, err
 	}
-	valid := make(map[string]bool, len(s.valid))
-	for _, k := range s.valid {
-		valid[k] = true
-	}
 	for f := range m.Files {
 		if !strings.Contains(f, "/") && want[f] != nil {
 			continue
@@ -457,7 +420,7 @@ func (s *state) clearPlainLeftovers(want map[string][]string, old map[string]boo
 		if err != nil {
 			return nil, err
 		}
-		if existed && !valid[f] && !old[f] {
+		if existed && !s.w.index.valid[f] && !old[f] {
 			s.res.Removed++
 		}
 	}
