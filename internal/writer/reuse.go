@@ -202,7 +202,8 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 		}
 	}
 	slices.Sort(unneeded)
-	sortDeepestFirst(slices.Compact(unneeded))
+	unneeded = slices.Compact(unneeded)
+	sortDeepestFirst(unneeded)
 	for _, d := range unneeded {
 		pdir, base := split(path.Join(gen, d))
 		pfd, err := s.top.open(pdir)

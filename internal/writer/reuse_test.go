@@ -434,12 +434,14 @@ func TestTenThousandKeysOneChange(t *testing.T) {
 			step("new nested key and a delete", 1, 1, put("new/sub/x", "n"), del("key-00002"))
 			step("file where a directory was", 1, 1, del("new/sub/x"), put("new/sub", "f"))
 			step("directory where a file was", 1, 1, del("new/sub"), put("new/sub/y", "g"))
+			step("a directory of two keys", 2, 0, put("two/sub/a", "a"), put("two/sub/b", "b"))
+			step("the directory emptied", 0, 2, del("two/sub/a"), del("two/sub/b"))
 			step("conflicting key", 0, 1, put("new", "conflict"), del("key-00003"))
 			delete(want, "new") // rejected: it is the directory of new/sub/y
 			wantFiles(t, opts.Dir, want)
 			switch {
-			case c.name == "atomic-reuse" && w.reuses != 8:
-				t.Fatalf("%d of 9 change sets reused a generation, want all but the first", w.reuses)
+			case c.name == "atomic-reuse" && w.reuses != 10:
+				t.Fatalf("%d of 11 change sets reused a generation, want all but the first", w.reuses)
 			case c.name == "atomic-fresh" && w.reuses > 0:
 				t.Fatalf("%d change sets reused a generation with ReuseAfter < 0", w.reuses)
 			}
