@@ -247,8 +247,10 @@ func checkNoStale(t *testing.T, dir string, want map[string]string, unmanaged ..
 			t.Errorf("stale entry %q in the target", n)
 		}
 	}
-	if gens != 1 {
-		t.Errorf("%d generation directories in the target, want 1", gens)
+	// The current generation, and at most one retired generation that the
+	// writer keeps to reuse for a later change (internal/writer, "Cost").
+	if gens < 1 || gens > 2 {
+		t.Errorf("%d generation directories in the target, want the current one and at most one retired", gens)
 	}
 	checkNoEmptyDir(t, filepath.Join(dir, "..data"))
 }
