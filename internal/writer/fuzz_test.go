@@ -33,6 +33,8 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{0, 4, 1, 5, 2, 3, 3, 240, 4, 200, 5, 200, 240, 3, 200, 250})
 	f.Add([]byte{2, 0, 1, 2, 3, 240, 0, 200, 240, 1, 5, 240, 2, 6, 240, 0, 7, 240})
 	f.Add([]byte{2, 2, 1, 240, 3, 1, 240, 2, 200, 240, 0, 1, 240, 3, 200, 240, 1, 200, 240})
+	// reuse empties a directory of two keys
+	f.Add([]byte{2, 2, 1, 3, 1, 0, 240, 1, 1, 0, 240, 2, 200, 3, 200, 0, 240, 0, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 1 || len(data) > 400 {
 			return
@@ -66,6 +68,9 @@ func FuzzApply(f *testing.F) {
 			}
 			if err != nil {
 				t.Fatalf("after %d changes: %v", len(batch), err)
+			}
+			if w.reuseFailures != 0 {
+				t.Fatalf("after %d changes: a retired generation failed to update", len(batch))
 			}
 			batch = nil
 			_, rejected := partition(desired)

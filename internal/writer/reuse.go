@@ -132,6 +132,8 @@ func (s *state) reuseGen(cur string, r *retiredGen, delta []string) (string, err
 	}
 	if err := s.updateGen(name, cur, r, delta); err != nil {
 		s.removeGen(name)
+		w.reuseFailures++
+		w.log.Warn("could not bring the retired generation up to date; building a fresh one", "err", err)
 		return "", err
 	}
 	return name, nil
@@ -236,7 +238,10 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 			}
 		}
 		dir, base := split(k)
-		gfd := s.top.fds[path.Join(gen, dir)]
+		gfd, err := s.top.open(path.Join(gen, dir))
+		if err != nil {
+			return fmt.Errorf("update %s: %w", gen, err)
+		}
 		changed[path.Join(gen, dir)] = true
 		if err := unix.Unlinkat(gfd, base, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("update %s: replace %s: %w", gen, k, err)

@@ -294,8 +294,11 @@ type Writer struct {
 	made    map[fileID]bool // atomic: generation directories this Writer created
 	retired *retiredGen     // atomic: the generation before gen, kept for reuse
 	reuses  int             // atomic: how many times a retired generation was reused
-	man     *manifest       // plain: what the writer created, as on disk
-	now     func() time.Time
+	// reuseFailures counts retired generations that failed while being
+	// brought up to date (not those refused before): for tests.
+	reuseFailures int
+	man           *manifest // plain: what the writer created, as on disk
+	now           func() time.Time
 }
 
 // New checks opts and returns a Writer with an empty desired state. It
