@@ -61,6 +61,12 @@ func TestNginxReloadsOnChange(t *testing.T) {
 	put(t, s, "/web/nginx.conf", nginxConf(state, port, "v2"))
 	r.errs.containing(t, "reconfiguring") // nginx got SIGHUP; new workers take over
 	waitBody(t, url, "v2")
+	// v2 may have waited for the child's start grace; v3 cannot: it measures
+	// a reload as a user sees it, from the put to a client's answer.
+	put(t, s, "/web/nginx.conf", nginxConf(state, port, "v3"))
+	putAt := time.Now()
+	waitBody(t, url, "v3")
+	t.Logf("put → a new HTTP client gets the new body from nginx: %v", time.Since(putAt).Round(100*time.Microsecond))
 
 	r.stop()
 	if err := r.wait(t); err != nil {
