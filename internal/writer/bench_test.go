@@ -25,14 +25,23 @@ func benchKeys(n int) map[string][]byte {
 // BenchmarkApplyOneKey puts one changed key into a target of 16 keys and
 // into one of 10,000, alternately in the same loop, and reports both costs
 // and their ratio: a change should cost what changed, not what the prefix
-// holds.
+// holds. The atomic layout reuses the retired generation at every put
+// (ReuseAfter 1 ns stands for puts spaced past it); "atomic-fresh" never
+// reuses one, which is what puts closer together than ReuseAfter cost.
 func BenchmarkApplyOneKey(b *testing.B) {
-	for _, layout := range layouts {
-		b.Run(layout.String(), func(b *testing.B) {
+	cases := []struct {
+		name   string
+		layout Layout
+		reuse  time.Duration
+	}{{"atomic", Atomic, time.Nanosecond}, {"atomic-fresh", Atomic, -1}, {"plain", Plain, 0}}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
 			sizes := []int{16, 10_000}
 			ws := make([]*Writer, len(sizes))
 			for i, n := range sizes {
-				ws[i] = newWriter(b, benchOptions(b, layout))
+				opts := testOptions(b, c.layout)
+				opts.ReuseAfter = c.reuse
+				ws[i] = newWriter(b, opts)
 				if _, err := ws[i].Sync(benchKeys(n)); err != nil {
 					b.Fatal(err)
 				}
@@ -72,12 +81,4 @@ func BenchmarkSync10k(b *testing.B) {
 			}
 		})
 	}
-}
-
-// benchOptions lets a retired generation be reused at once: the puts of
-// the benchmark stand for puts spaced past Options.ReuseAfter.
-func benchOptions(b *testing.B, layout Layout) Options {
-	opts := testOptions(b, layout)
-	opts.ReuseAfter = time.Nanosecond
-	return opts
 }
