@@ -162,25 +162,18 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 // numeric etchaVersion) and on dates outside the range of unix seconds
 // (see decodeDate). Errors of the last two kinds are *policyError.
 func (c *Claims) UnmarshalJSON(b []byte) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return fmt.Errorf("claims must be a JSON object")
-	}
 	*c = Claims{}
 	var runEnv map[string]any
-	seen := map[string]bool{}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return err
-		}
-		name, _ := t.(string)
-		if seen[name] {
-			return &policyError{fmt.Sprintf("claim %q appears twice; build and sign the token again with each claim once", clip(name))}
-		}
-		seen[name] = true
+	haveRunVars := false
+	dup := func(name string) error {
+		return &policyError{fmt.Sprintf("claim %q appears twice; build and sign the token again with each claim once", clip(name))}
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	err := decodeObject(d, "claims", dup, func(name string) error {
+		var err error
 		switch name {
 		case "etchaRunVars":
+			haveRunVars = true
 			err = d.Decode(&c.RunVars)
 		case "etchaRunEnv":
 			err = d.Decode(&runEnv)
@@ -194,14 +187,15 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return fmt.Errorf("claim %s: %w", clip(name), err)
 		}
-	}
-	if _, err := d.Token(); err != nil { // the closing brace
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	if _, err := d.Token(); err != io.EOF {
 		return fmt.Errorf("data after the claims object")
 	}
-	if !seen["etchaRunVars"] {
+	if !haveRunVars {
 		c.RunVars = runEnv
 	}
 	return nil

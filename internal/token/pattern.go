@@ -16,7 +16,7 @@ func (p *Pattern) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
-	return decodeObject(d, "etchaPattern", func(key string) error {
+	return decodeObject(d, "etchaPattern", rebuild("etchaPattern"), func(key string) error {
 		switch key {
 		case "entrypoint":
 			return d.Decode(&p.Entrypoint)
@@ -44,7 +44,7 @@ func decodeFiles(d *json.Decoder) (map[string]string, error) {
 	}
 	fd := json.NewDecoder(bytes.NewReader(raw))
 	files := map[string]string{}
-	err := decodeObject(fd, "files", func(key string) error {
+	err := decodeObject(fd, "files", rebuild("files"), func(key string) error {
 		var text string
 		if err := fd.Decode(&text); err != nil {
 			return fmt.Errorf("file %q: %w", clip(key), err)
@@ -56,9 +56,10 @@ func decodeFiles(d *json.Decoder) (map[string]string, error) {
 }
 
 // decodeObject reads one JSON object from d, calling value for each key
-// to decode its value; what names the object in errors. A repeated key is
-// an error.
-func decodeObject(d *json.Decoder, what string, value func(key string) error) error {
+// to decode its value; what names the object in errors. A key repeated
+// (after JSON unescaping) returns dup(key): another decoder could pick the
+// other copy and read different values from the same signed bytes.
+func decodeObject(d *json.Decoder, what string, dup, value func(key string) error) error {
 	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return fmt.Errorf("%s must be a JSON object", what)
 	}
@@ -70,7 +71,7 @@ func decodeObject(d *json.Decoder, what string, value func(key string) error) er
 		}
 		key, _ := t.(string)
 		if seen[key] {
-			return fmt.Errorf("%s has the key %q twice; build it again with etcha build", what, clip(key))
+			return dup(key)
 		}
 		seen[key] = true
 		if err := value(key); err != nil {
@@ -79,4 +80,11 @@ func decodeObject(d *json.Decoder, what string, value func(key string) error) er
 	}
 	_, err := d.Token() // the closing brace
 	return err
+}
+
+// rebuild is the dup of decodeObject for the objects of etchaPattern.
+func rebuild(what string) func(key string) error {
+	return func(key string) error {
+		return fmt.Errorf("%s has the key %q twice; build it again with etcha build", what, clip(key))
+	}
 }

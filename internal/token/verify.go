@@ -41,21 +41,12 @@ type header struct {
 // does not understand must be rejected (spec §11.13). Both are
 // *policyError.
 func (h *header) UnmarshalJSON(b []byte) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return fmt.Errorf("header must be a JSON object")
+	dup := func(name string) error {
+		return &policyError{fmt.Sprintf("header parameter %q appears twice; sign the token again with each header parameter once", clip(name))}
 	}
-	seen := map[string]bool{}
-	for d.More() {
-		t, err := d.Token()
-		if err != nil {
-			return err
-		}
-		name, _ := t.(string)
-		if seen[name] {
-			return &policyError{fmt.Sprintf("header parameter %q appears twice; sign the token again with each header parameter once", clip(name))}
-		}
-		seen[name] = true
+	d := json.NewDecoder(bytes.NewReader(b)) // json.Unmarshal checked what follows the object
+	return decodeObject(d, "header", dup, func(name string) error {
+		var err error
 		switch name {
 		case "alg":
 			err = d.Decode(&h.Alg)
@@ -70,9 +61,8 @@ func (h *header) UnmarshalJSON(b []byte) error {
 		if err != nil {
 			return fmt.Errorf("header parameter %s: %w", clip(name), err)
 		}
-	}
-	_, err := d.Token() // the closing brace; json.Unmarshal checked the rest
-	return err
+		return nil
+	})
 }
 
 // parsed is a decoded, unverified token.
