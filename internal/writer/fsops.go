@@ -37,8 +37,7 @@ const (
 type state struct {
 	w     *Writer
 	top   *tree    // the target directory and the real directories below it
-	cur   *tree    // atomic: the current generation, or nil
-	valid []string // valid desired keys, sorted
+	valid []string // valid desired keys: sorted in a full run; for a fresh generation in a delta run, all of them unsorted
 	full  bool     // a Sync: the disk is inspected, not trusted
 	res   Result
 	wrote map[string]bool      // keys whose file was (re)written

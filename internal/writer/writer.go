@@ -293,12 +293,12 @@ type Writer struct {
 	gen     string          // atomic: generation directory disk lives in
 	made    map[fileID]bool // atomic: generation directories this Writer created
 	retired *retiredGen     // atomic: the generation before gen, kept for reuse
-	reuses  int             // atomic: how many times a retired generation was reused
-	// reuseFailures counts retired generations that failed while being
-	// brought up to date (not those refused before): for tests.
-	reuseFailures int
-	man           *manifest // plain: what the writer created, as on disk
-	now           func() time.Time
+	man     *manifest       // plain: what the writer created, as on disk
+	now     func() time.Time
+
+	// For tests: retired generations reused, and those that failed while
+	// being brought up to date (not those refused before).
+	reuses, reuseFailures int
 }
 
 // New checks opts and returns a Writer with an empty desired state. It
@@ -439,7 +439,9 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 // target up to date. In the atomic layout all changes become visible at once.
 // Apply(nil) retries after an earlier error. The writer copies the values.
 // Between Syncs Apply trusts its memory of what it wrote: damage done to the
-// target by others is repaired by the next Sync, not by Apply.
+// target by others is repaired by the next Sync, not by Apply. It looks only
+// at the changed keys (see "Cost of a change"); the first call after an
+// error inspects the whole target, as Sync does.
 //
 // On error the desired state is kept, so the next call retries. In the
 // atomic layout the previous snapshot stays intact and readable; in the
