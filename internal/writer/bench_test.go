@@ -29,6 +29,26 @@ func benchKeys(n int) map[string][]byte {
 // (ReuseAfter 1 ns stands for puts spaced past it); "atomic-fresh" never
 // reuses one, which is what puts closer together than ReuseAfter cost.
 func BenchmarkApplyOneKey(b *testing.B) {
+	benchSizes(b, func(i int) (Change, int, int) {
+		return Change{Key: "key-00001", Value: []byte(strconv.Itoa(i))}, 1, 0
+	})
+}
+
+// BenchmarkAddRemoveKey is BenchmarkApplyOneKey for a key that appears and
+// disappears in turn, which in the plain layout rewrites the manifest.
+func BenchmarkAddRemoveKey(b *testing.B) {
+	benchSizes(b, func(i int) (Change, int, int) {
+		if i%2 == 0 {
+			return Change{Key: "added/key", Value: []byte("new")}, 1, 0
+		}
+		return Change{Key: "added/key", Delete: true}, 0, 1
+	})
+}
+
+// benchSizes applies change(i) to a 16-key and a 10,000-key target in each
+// round and reports both costs and their ratio, for each layout. change
+// returns the change and the Written and Removed counts it must cause.
+func benchSizes(b *testing.B, change func(i int) (Change, int, int)) {
 	cases := []struct {
 		name   string
 		layout Layout
@@ -49,17 +69,18 @@ func BenchmarkApplyOneKey(b *testing.B) {
 			spent := make([]time.Duration, len(sizes))
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
+				ch, written, removed := change(i)
 				for j, w := range ws {
 					start := time.Now()
-					res, err := w.Apply([]Change{{Key: "key-00001", Value: []byte(strconv.Itoa(i))}})
+					res, err := w.Apply([]Change{ch})
 					spent[j] += time.Since(start)
-					if err != nil || res.Written != 1 || !res.Changed {
-						b.Fatalf("Apply = %+v, %v", res, err)
+					if err != nil || res.Written != written || res.Removed != removed || !res.Changed {
+						b.Fatalf("Apply(%+v) = %+v, %v", ch, res, err)
 					}
 				}
 			}
 			for j, n := range sizes {
-				b.ReportMetric(float64(spent[j].Nanoseconds())/float64(b.N), fmt.Sprintf("ns/put-%d", n))
+				b.ReportMetric(float64(spent[j].Nanoseconds())/float64(b.N), fmt.Sprintf("ns/change-%d", n))
 			}
 			b.ReportMetric(float64(spent[1])/float64(spent[0]), "ratio-10000/16")
 		})
