@@ -21,20 +21,45 @@ type manifest struct {
 	Files map[string]bool
 	Dirs  map[string]bool
 	// clean means Files and Dirs equal the manifest on disk; it is set
-	// after a read or write and cleared by add and remove.
+	// after a read or write and cleared by a change.
 	clean bool
+	// sorted is Files in order once encode built it, then kept up to date
+	// by addFile and dropFile, so that saving the manifest after one change
+	// does not sort every name again.
+	sorted []string
 }
 
-func (m *manifest) add(set map[string]bool, name string) {
-	if !set[name] {
-		set[name] = true
-		m.clean = false
+func (m *manifest) addFile(name string) {
+	if m.Files[name] {
+		return
+	}
+	m.Files[name], m.clean = true, false
+	if m.sorted != nil {
+		i, _ := slices.BinarySearch(m.sorted, name)
+		m.sorted = slices.Insert(m.sorted, i, name)
 	}
 }
 
-func (m *manifest) remove(set map[string]bool, name string) {
-	if set[name] {
-		delete(set, name)
+func (m *manifest) dropFile(name string) {
+	if !m.Files[name] {
+		return
+	}
+	delete(m.Files, name)
+	m.clean = false
+	if i, ok := slices.BinarySearch(m.sorted, name); ok {
+		m.sorted = slices.Delete(m.sorted, i, i+1)
+	}
+}
+
+func (m *manifest) addDir(name string) {
+	if !m.Dirs[name] {
+		m.Dirs[name], m.clean = true, false
+	}
+}
+
+func (m *manifest) dropDir(name string) {
+	if m.Dirs[name] {
+		delete(m.Dirs, name)
 		m.clean = false
 	}
 }
@@ -50,7 +75,7 @@ func newManifest() *manifest {
 }
 
 func (m *manifest) clone() *manifest {
-	return &manifest{Files: maps.Clone(m.Files), Dirs: maps.Clone(m.Dirs), clean: m.clean}
+	return &manifest{Files: maps.Clone(m.Files), Dirs: maps.Clone(m.Dirs), clean: m.clean, sorted: slices.Clone(m.sorted)}
 }
 
 func (m *manifest) dirList() []string {
@@ -58,7 +83,10 @@ func (m *manifest) dirList() []string {
 }
 
 func (m *manifest) encode() string {
-	j := manifestJSON{Version: 1, Files: slices.Sorted(maps.Keys(m.Files)), Dirs: slices.Sorted(maps.Keys(m.Dirs))}
+	if len(m.sorted) != len(m.Files) { // not built yet, or Files was filled directly
+		m.sorted = slices.Sorted(maps.Keys(m.Files))
+	}
+	j := manifestJSON{Version: 1, Files: m.sorted, Dirs: slices.Sorted(maps.Keys(m.Dirs))}
 	if j.Files == nil {
 		j.Files = []string{}
 	}

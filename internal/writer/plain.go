@@ -72,7 +72,7 @@ func (s *state) writeAll(m *manifest, toWrite []string, known map[string]bool, l
 		if err != nil {
 			s.unwritable(k, unwritableDetail(err))
 			if !known[k] {
-				m.remove(m.Files, k)
+				m.dropFile(k)
 			}
 		}
 	}
@@ -108,7 +108,7 @@ func (s *state) plainDelta(delta []string) error {
 		if existed {
 			s.res.Removed++
 		}
-		m.remove(m.Files, k)
+		m.dropFile(k)
 		for _, d := range parents(k) {
 			if w.index.under[d] == 0 && m.Dirs[d] {
 				unneeded = append(unneeded, d)
@@ -116,7 +116,7 @@ func (s *state) plainDelta(delta []string) error {
 		}
 	}
 	for d := range s.removeEmptyDirs(unneeded) {
-		m.remove(m.Dirs, d)
+		m.dropDir(d)
 	}
 	for k := range w.bad {
 		if w.index.valid[k] && !slices.Contains(toWrite, k) {
@@ -140,7 +140,7 @@ func (s *state) plainPlan(m *manifest) []string {
 		if fd, err := s.parentOf(k); err == nil && s.matches(fd, path.Base(k), w.desired[k]) {
 			if !m.Files[k] {
 				w.log.Info("adopting existing file with identical content", "key", k, "path", k)
-				m.add(m.Files, k)
+				m.addFile(k)
 			}
 			continue
 		}
@@ -217,7 +217,7 @@ func (s *state) removeStale(m *manifest) error {
 		if existed {
 			s.res.Removed++
 		}
-		m.remove(m.Files, f)
+		m.dropFile(f)
 	}
 	var unneeded []string
 	for d := range m.Dirs {
@@ -226,7 +226,7 @@ func (s *state) removeStale(m *manifest) error {
 		}
 	}
 	for d := range s.removeEmptyDirs(unneeded) {
-		m.remove(m.Dirs, d)
+		m.dropDir(d)
 	}
 	return nil
 }
@@ -235,13 +235,13 @@ func (s *state) removeStale(m *manifest) error {
 // saves it before anything is created.
 func (s *state) recordIntent(m *manifest, toWrite []string) error {
 	for _, k := range toWrite {
-		m.add(m.Files, k)
+		m.addFile(k)
 		for _, d := range parents(k) {
 			if m.Dirs[d] {
 				continue
 			}
 			if _, err := s.top.open(d); err != nil {
-				m.add(m.Dirs, d)
+				m.addDir(d)
 			}
 		}
 	}

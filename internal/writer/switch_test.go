@@ -131,3 +131,29 @@ func groupNotUser(t *testing.T) (string, int) {
 	t.Skip("every group in /etc/group is also a user name")
 	return "", 0
 }
+
+// TestPlainManifestAfterApply: Apply keeps the manifest's sorted list of
+// files up to date name by name (issue 10 item 2).
+func TestPlainManifestAfterApply(t *testing.T) {
+	opts := testOptions(t, Plain)
+	w := newWriter(t, opts)
+	mustSync(t, w, map[string]string{"b": "1", "n/m/b": "2"})
+	manifestIs := func(want string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(opts.Dir, manifestName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want {
+			t.Fatalf("manifest = %s, want %s", b, want)
+		}
+	}
+	mustApply(t, w, put("a", "0"), put("c", "3"), put("n/x", "4"), del("b"))
+	manifestIs(`{"version":1,"files":["a","c","n/m/b","n/x"],"dirs":["n","n/m"]}`)
+	mustApply(t, w, del("n/m/b"), put("b", "5"))
+	manifestIs(`{"version":1,"files":["a","b","c","n/x"],"dirs":["n"]}`)
+	mustApply(t, w, del("a"), del("b"), del("c"), del("n/x"))
+	manifestIs(`{"version":1,"files":[],"dirs":[]}`)
+	mustApply(t, w, put("z", "6"))
+	manifestIs(`{"version":1,"files":["z"],"dirs":[]}`)
+}
