@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// waitLimit bounds every single wait: a build, etcd becoming healthy, a
+// signal reaching the child, a process exiting. A healthy run never waits
+// it out.
+const waitLimit = 2 * time.Minute
+
+// env is what every figure shares: the binaries, one etcd process and a
+// client of it, and a temporary directory removed by close.
+type env struct {
+	stderr    io.Writer
+	dir       string // temporary, on tmpfs when there is one
+	dispenser string // binaries built from this tree
+	etcha     string
+	self      string // this program, re-executed as the child
+	endpoint  string
+	etcd      *exec.Cmd
+	etcdDone  chan struct{}
+	cli       *clientv3.Client
+}
+
+// setup builds the binaries and starts etcd. On error it has cleaned up.
+func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
+	e := &env{stderr: stderr}
+	base := os.TempDir()
+	if exists("/dev/shm") {
+		base = "/dev/shm"
+	}
+	if e.dir, err = os.MkdirTemp(base, "dispenser-bench-"); err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	if e.self, err = os.Executable(); err != nil {
+		return nil, fmt.Errorf("find this program to run it as the child: %w", err)
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.logf("building etcd, dispenser (-tags noembed) and etcha from %s", root)
+	etcd := filepath.Join(e.dir, "etcd")
+	e.dispenser, e.etcha = filepath.Join(e.dir, "dispenser"), filepath.Join(e.dir, "etcha")
+	for _, b := range [][]string{
+		{"-o", etcd, "./internal/etcdproc/etcdserver"},
+		{"-trimpath", "-tags", "noembed", "-o", e.dispenser, "./cmd/dispenser"},
+		{"-trimpath", "-o", e.etcha, "./cmd/etcha"},
+	} {
+		if err := goBuild(ctx, root, b...); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.startEtcd(ctx, etcd); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// close stops etcd and removes the temporary directory.
+func (e *env) close() {
+	if e.cli != nil {
+		e.cli.Close()
+	}
+	if e.etcd != nil {
+		e.etcd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-e.etcdDone:
+		case <-time.After(waitLimit):
+			e.etcd.Process.Kill()
+			<-e.etcdDone
+		}
+	}
+	if e.dir != "" {
+		os.RemoveAll(e.dir)
+	}
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	b, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w; bench needs the Go toolchain on PATH", err)
+	}
+	gomod := strings.TrimSpace(string(b))
+	root := filepath.Dir(gomod)
+	if gomod == "" || gomod == os.DevNull || !exists(filepath.Join(root, "cmd", "dispenser")) {
+		return "", errors.New("not inside the dispenser repository; run bench from it: go run ./bench")
+	}
+	return root, nil
+}
+
+func goBuild(ctx context.Context, root string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*waitLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build"}, args...)...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", args[len(args)-1], err, out)
+	}
+	return nil
+}
+
+// startEtcd starts one etcd member on free 127.0.0.1 ports with its data
+// in e.dir, fsync on (etcd's default), and waits until it answers.
+func (e *env) startEtcd(ctx context.Context, bin string) error {
+	client, peer := "http://127.0.0.1:"+freePort(), "http://127.0.0.1:"+freePort()
+	log, err := os.Create(filepath.Join(e.dir, "etcd.log"))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	e.etcd = exec.Command(bin, "--name", "bench", "--data-dir", filepath.Join(e.dir, "etcd-data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "bench="+peer, "--logger", "zap", "--log-level", "warn")
+	e.etcd.Stdout, e.etcd.Stderr = log, log
+	if err := e.etcd.Start(); err != nil {
+		e.etcd = nil
+		return fmt.Errorf("start etcd: %w", err)
+	}
+	e.etcdDone = make(chan struct{})
+	go func() { e.etcd.Wait(); close(e.etcdDone) }() // owned by e: close waits for it
+	e.endpoint = client
+	if e.cli, err = newClient(client); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, waitLimit)
+	defer cancel()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		_, err := e.cli.Get(rctx, "health")
+		rcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-e.etcdDone:
+			b, _ := os.ReadFile(log.Name())
+			return fmt.Errorf("etcd exited at start:\n%s", tail(b))
+		case <-ctx.Done():
+			return fmt.Errorf("etcd not answering after %v: %w", waitLimit, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func newClient(endpoint string) (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return c, nil
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "0"
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// tail is the end of a log, enough to see why something failed.
+func tail(b []byte) string {
+	return string(b[max(0, len(b)-4096):])
+}

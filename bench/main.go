@@ -1,0 +1,49 @@
+// Command bench measures dispenser against the floor etcd itself sets, on
+// this machine, in one run:
+//
+//	go run ./bench            # every figure, -n samples each
+//	go run ./bench -quick     # a few samples each (CI)
+//	go run ./bench -json      # machine-readable rows
+//	go run ./bench -big       # also the 100k-key sync's peak RSS (slow)
+//
+// It builds etcd (./internal/etcdproc/etcdserver), dispenser (-tags
+// noembed -trimpath, as scripts/build.sh) and etcha from this tree, starts
+// one etcd process on 127.0.0.1 with fsync on and its data on tmpfs
+// (/dev/shm when present), and runs the real dispenser binary with a real
+// child: this program re-executed in child mode, which on SIGHUP reads the
+// changed file and reports on its stdout when it has. Each latency is
+// measured from just before the Put to the child having read the new
+// value; the reference for it is a bare clientv3 watcher on the same prefix
+// receiving the same Put. Times are absolute; ratios to a reference
+// measured in the same run are the figures to compare across machines.
+//
+// It does not measure a fleet through a gRPC proxy, TLS, or a remote etcd.
+// Everything it starts is stopped and its temporary directory removed
+// before it returns; each wait is bounded (waitLimit), and so is the run.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		os.Exit(child(os.Args[2:]))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
