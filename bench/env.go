@@ -40,11 +40,7 @@ type env struct {
 // setup builds the binaries and starts etcd. On error it has cleaned up.
 func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
 	e := &env{stderr: stderr}
-	base := os.TempDir()
-	if exists("/dev/shm") {
-		base = "/dev/shm"
-	}
-	if e.dir, err = os.MkdirTemp(base, "dispenser-bench-"); err != nil {
+	if e.dir, err = os.MkdirTemp(tempBase(), "dispenser-bench-"); err != nil {
 		return nil, fmt.Errorf("temporary directory: %w", err)
 	}
 	defer func() {
@@ -61,6 +57,7 @@ func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
 	}
 	e.logf("building etcd, dispenser (-tags noembed) and etcha from %s", root)
 	etcd := filepath.Join(e.dir, "etcd")
+	began := time.Now()
 	e.dispenser, e.etcha = filepath.Join(e.dir, "dispenser"), filepath.Join(e.dir, "etcha")
 	for _, b := range [][]string{
 		{"-o", etcd, "./internal/etcdproc/etcdserver"},
@@ -71,10 +68,19 @@ func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
 			return nil, err
 		}
 	}
+	e.logf("built in %v", time.Since(began).Round(time.Millisecond))
 	if err := e.startEtcd(ctx, etcd); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// tempBase is where the temporary directory goes: tmpfs if there is one.
+func tempBase() string {
+	if exists("/dev/shm") {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 // close stops etcd and removes the temporary directory.

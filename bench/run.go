@@ -97,11 +97,12 @@ func measure(ctx context.Context, e *env, cfg config) ([]row, error) {
 		{"etcha render", etchaRender},
 	}
 	for _, s := range steps {
-		e.logf("%s …", s.name)
+		began := time.Now()
 		r, err := s.f(ctx, e, cfg, rows)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
+		e.logf("%s: %d rows in %v", s.name, len(r), time.Since(began).Round(time.Millisecond))
 		rows = append(rows, r...)
 	}
 	return rows, nil

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestMain runs the test binary as the bench child when dispenser starts
+// it so (run re-executes os.Executable, which here is the test binary).
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		os.Exit(child(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestQuickRun runs the whole bench with -quick against a real etcd, the
+// built dispenser and etcha, and checks that every figure is printed with
+// samples and, where it has a reference, a ratio to it; and that nothing
+// is left in the temporary directory.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds etcd, dispenser and etcha and runs them for about a minute")
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where setup puts its directory when there is no /dev/shm
+	before := benchDirs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var out, errs bytes.Buffer
+	if err := run(ctx, []string{"-quick", "-json"}, &out, &errs); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, errs.String())
+	}
+	var rows []row
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not JSON rows: %v\n%s", err, out.String())
+	}
+	byName := map[string]row{}
+	for _, r := range rows {
+		byName[r.Name] = r
+	}
+	want := map[string]string{ // figure → the row its ratio is to ("" for none)
+		"floor: put → bare watcher, 16 keys":                "",
+		rowPut16:                                            "floor: put → bare watcher, 16 keys",
+		"floor: 100-key txn → bare watcher":                 "",
+		"100-key txn → signal":                              "floor: 100-key txn → bare watcher",
+		"floor: put → bare watcher, 10k keys (atomic run)":  "",
+		"put → signal, 10k keys, --layout=atomic":           rowPut16,
+		"floor: put → bare watcher, 10k keys (plain run)":   "",
+		"put → signal, 10k keys, --layout=plain":            rowPut16,
+		"reference: Get + serial os.WriteFile, 10k × 1 KiB": "",
+		"initial sync, 10k × 1 KiB → child started":         "reference: Get + serial os.WriteFile, 10k × 1 KiB",
+		"peak RSS of dispenser, 10k sync":                   "",
+		"etcha version (process start)":                     "",
+		"etcha render, 100-command JWT (verify + render)":   "etcha version (process start)",
+	}
+	for name, ref := range want {
+		r, ok := byName[name]
+		switch {
+		case !ok:
+			t.Errorf("no row %q in %s", name, out.String())
+		case r.N < 2 || r.P50 <= 0 || r.P95 < r.P50 || r.P99 < r.P95:
+			t.Errorf("row %q: n=%d p50=%v p95=%v p99=%v, want ≥2 samples, 0 < p50 ≤ p95 ≤ p99", name, r.N, r.P50, r.P95, r.P99)
+		case r.Ref != ref || (ref != "" && r.Ratio <= 0):
+			t.Errorf("row %q: ratio %v to %q, want a ratio to %q", name, r.Ratio, r.Ref, ref)
+		}
+	}
+	if len(rows) != len(want) {
+		t.Errorf("got %d rows, want %d (without -big)", len(rows), len(want))
+	}
+	if after := benchDirs(t); after != before {
+		t.Errorf("bench directories before the run: %d, after: %d; want it removed", before, after)
+	}
+}
+
+// benchDirs counts the bench's temporary directories where setup makes them.
+func benchDirs(t *testing.T) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(tempBase(), "dispenser-bench-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m)
+}
