@@ -2,7 +2,6 @@ package writer
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -97,39 +96,4 @@ func validateSegment(key, seg string) error {
 		return reject(key, ReasonTooLong, fmt.Sprintf("path segment longer than %d bytes; shorten the key", maxSegment))
 	}
 	return nil
-}
-
-// partition splits the desired keys into the valid ones and the rejections.
-// The result depends only on the set of keys, never on arrival order: a key
-// that is also a directory of another valid key ("a" next to "a/b") is
-// rejected as a conflict, so deleting "a/b" later lets "a" appear.
-// valid is in no particular order; rejected is sorted by key.
-func partition(desired map[string][]byte) (valid []string, rejected []Rejection) {
-	dirs := make(map[string]string) // directory → smallest key needing it
-	valid = make([]string, 0, len(desired))
-	for key := range desired {
-		if err := ValidateKey(key); err != nil {
-			rejected = append(rejected, err.(Rejection))
-			continue
-		}
-		valid = append(valid, key)
-		for i := len(key) - 1; i > 0; i-- {
-			if key[i] == '/' {
-				if prev, ok := dirs[key[:i]]; ok && prev < key {
-					break // parents already hold a key no larger than prev
-				}
-				dirs[key[:i]] = key
-			}
-		}
-	}
-	valid = slices.DeleteFunc(valid, func(key string) bool {
-		other, ok := dirs[key]
-		if ok {
-			rejected = append(rejected, reject(key, ReasonConflict,
-				fmt.Sprintf("is a directory for key %q; rename or delete one of them", other)))
-		}
-		return ok
-	})
-	slices.SortFunc(rejected, func(a, b Rejection) int { return strings.Compare(a.Key, b.Key) })
-	return valid, rejected
 }

@@ -3,6 +3,8 @@ package writer
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"path"
 	"path/filepath"
 	"slices"
@@ -137,4 +139,79 @@ func FuzzValidateKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// partition splits the desired keys into the valid ones and the rejections,
+// computed from scratch: the reference that keyIndex, which the writer
+// keeps up to date key by key, must agree with.
+// The result depends only on the set of keys, never on arrival order: a key
+// that is also a directory of another valid key ("a" next to "a/b") is
+// rejected as a conflict, so deleting "a/b" later lets "a" appear.
+// valid is in no particular order; rejected is sorted by key.
+func partition(desired map[string][]byte) (valid []string, rejected []Rejection) {
+	dirs := make(map[string]string) // directory → smallest key needing it
+	valid = make([]string, 0, len(desired))
+	for key := range desired {
+		if err := ValidateKey(key); err != nil {
+			rejected = append(rejected, err.(Rejection))
+			continue
+		}
+		valid = append(valid, key)
+		for i := len(key) - 1; i > 0; i-- {
+			if key[i] == '/' {
+				if prev, ok := dirs[key[:i]]; ok && prev < key {
+					break // parents already hold a key no larger than prev
+				}
+				dirs[key[:i]] = key
+			}
+		}
+	}
+	valid = slices.DeleteFunc(valid, func(key string) bool {
+		other, ok := dirs[key]
+		if ok {
+			rejected = append(rejected, reject(key, ReasonConflict,
+				fmt.Sprintf("is a directory for key %q; rename or delete one of them", other)))
+		}
+		return ok
+	})
+	slices.SortFunc(rejected, func(a, b Rejection) int { return strings.Compare(a.Key, b.Key) })
+	return valid, rejected
+}
+
+// TestIndexIncremental applies random puts and deletes of nesting and
+// conflicting keys to a keyIndex, key by key as Apply does, and checks
+// after each batch that it equals the index built from scratch and agrees
+// with partition.
+func TestIndexIncremental(t *testing.T) {
+	keys := []string{"a", "a/b", "a/c", "a/b/c", "a/b/d", "b", "b/a", "c/d/e", "c", "c/d", "..x", "a//b", "d/..e"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	desired := make(map[string][]byte)
+	x := buildIndex(desired)
+	for round := range 2000 {
+		touched := make(map[string]bool)
+		for range 1 + rng.IntN(4) {
+			c := Change{Key: keys[rng.IntN(len(keys))], Value: []byte{byte(round)}}
+			c.Delete = rng.IntN(3) == 0
+			x.set(desired, c, touched)
+		}
+		for k := range touched {
+			x.refresh(k, desired)
+		}
+		want := buildIndex(desired)
+		if !maps.Equal(x.valid, want.valid) || !maps.Equal(x.tops, want.tops) || !maps.Equal(x.under, want.under) {
+			t.Fatalf("round %d: valid %v tops %v under %v; want %v %v %v", round, x.valid, x.tops, x.under, want.valid, want.tops, want.under)
+		}
+		if !maps.EqualFunc(x.rejected, want.rejected, func(a, b Rejection) bool { return a.Error() == b.Error() && a.Reason == b.Reason }) {
+			t.Fatalf("round %d: rejected %v, want %v", round, x.rejected, want.rejected)
+		}
+		valid, rejected := partition(desired)
+		if len(valid) != len(x.valid) || len(rejected) != len(x.rejected) {
+			t.Fatalf("round %d: index has %d valid, %d rejected; partition %d, %d", round, len(x.valid), len(x.rejected), len(valid), len(rejected))
+		}
+		for _, r := range rejected {
+			if got := x.rejected[r.Key]; got.Error() != r.Error() {
+				t.Fatalf("round %d: %q", round, got.Error())
+			}
+		}
+	}
 }
