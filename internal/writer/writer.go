@@ -231,9 +231,10 @@ type Options struct {
 	Logger *slog.Logger
 	// ReuseAfter is how long a generation stays untouched after "..data"
 	// moved away from it; after that the atomic layout may reuse it for a
-	// later change set (see "Readers" in the package documentation). Zero
-	// means [DefaultReuseAfter]; a negative value never reuses a generation,
-	// so that every change set links every unchanged file anew.
+	// later change set (see "Readers of the atomic layout" in the package
+	// documentation). Zero means [DefaultReuseAfter]; a negative value
+	// never reuses a generation, so that every change set links every
+	// unchanged file anew.
 	ReuseAfter time.Duration
 	// KeyPrefix is put before keys in log lines, so that they name the key
 	// as the operator knows it (the etcd prefix, e.g. "/certs/"). Empty
