@@ -312,8 +312,10 @@ func TestEtchaConfigApplies(t *testing.T) {
 	put(t, s, "/app/patterns/app", k.sign(write), "/app/patterns/web", k.sign(write),
 		"/app/patterns/other", k.signAs("someone else", write))
 	r := start(t, s, "--prefix=/app/files", "--patterns=/app/patterns", "-t", w.target, "--once", "--etcha-config", cfg)
-	if err := r.wait(t); err != nil {
-		t.Fatalf("dispenser --once: %v; log:\n%s", err, r.errs.String())
+	// --once fails when a pattern was refused (an init container must not
+	// pass over it), after running the others.
+	if err := r.wait(t); err == nil || !strings.Contains(err.Error(), "1 pattern(s) failed or were refused") {
+		t.Fatalf("dispenser --once with a refused pattern: %v, want the refusal as an error; log:\n%s", err, r.errs.String())
 	}
 	if got := contents(w.out); got != "app=plain\n" {
 		t.Fatalf("pattern output %q, want only app=plain (web is checkOnly, other fails the jwtRule)", got)
@@ -355,5 +357,54 @@ func TestPatternUsageErrors(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("a usage error touched the target: %v", entries)
+	}
+}
+
+// TestPatternKeyNotUTF8: anyone who may write the pattern prefix can put a
+// key whose name is not UTF-8 (no signing key needed). It is logged and
+// ignored: dispenser keeps running, the other patterns run, and /metrics,
+// whose labels must be UTF-8, keeps answering.
+func TestPatternKeyNotUTF8(t *testing.T) {
+	s := etcdtest.Start(t)
+	k := newSigner(t)
+	w := newPatternWorld(t)
+	put(t, s, "/app/patterns/web\xff", "not a jwt")
+	r := start(t, s, append([]string{"--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub,
+		"-t", w.target, "-s", "HUP"}, childArgs(w.root, "serve")...)...)
+	r.errs.containing(t, "its name is not valid UTF-8")
+	r.out.next(t, "ready")
+	txn(t, s, clientv3.OpPut("/app/patterns/web\xfe", "not a jwt either"),
+		clientv3.OpPut("/app/patterns/ok", k.sign(`{run: [{id: 'mark', always: true, change: 'touch `+filepath.Join(w.out, "ok")+`', onChange: ['etcha:reload']}]}`)))
+	if got, _ := r.out.next(t, "HUP"); got == "" {
+		t.Fatal("no reload after a valid pattern beside a key that is not UTF-8")
+	}
+	if _, err := os.Stat(filepath.Join(w.out, "ok")); err != nil {
+		t.Fatalf("the valid pattern did not run: %v", err)
+	}
+}
+
+// TestRestoredPatternRunsWhenEtcdValueRefused: at start every pattern runs
+// once. When the key now holds a JWT that is refused (here signed by
+// another key), the pattern restored from --state-dir is the one that
+// runs, and --once reports the refusal.
+func TestRestoredPatternRunsWhenEtcdValueRefused(t *testing.T) {
+	s := etcdtest.Start(t)
+	k, other := newSigner(t), newSigner(t)
+	w := newPatternWorld(t)
+	state := filepath.Join(w.root, "state")
+	log := filepath.Join(w.out, "log")
+	put(t, s, "/app/patterns/web", k.sign(`{run: [{id: 'count', always: true, change: 'echo ran >> `+log+`'}]}`))
+	args := []string{"--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub, "--state-dir", state,
+		"-t", w.target, "--once"}
+	if err := start(t, s, args...).wait(t); err != nil {
+		t.Fatalf("first --once: %v", err)
+	}
+	put(t, s, "/app/patterns/web", other.sign(`{run: [{id: 'forged', always: true, change: 'echo forged >> `+log+`'}]}`))
+	r := start(t, s, args...)
+	if err := r.wait(t); err == nil {
+		t.Fatalf("second --once: no error for a refused pattern; log:\n%s", r.errs.String())
+	}
+	if b, err := os.ReadFile(log); err != nil || string(b) != "ran\nran\n" {
+		t.Fatalf("log = %q, %v; want the restored pattern to run at each start and the forged one never", b, err)
 	}
 }

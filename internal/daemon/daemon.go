@@ -76,6 +76,8 @@ type Daemon struct {
 	stdout  io.Writer
 	stderr  io.Writer
 
+	patternFailures atomic.Int64 // pattern results with an error (refused or failed), for Once
+
 	connected  atomic.Bool           // watcher is set: the etcd client exists
 	connectErr atomic.Pointer[error] // the last failed attempt to connect
 	ready      atomic.Bool           // the first full sync is on disk
@@ -252,6 +254,9 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 		d.log.Info("target in sync", "dir", d.opts.Target)
 		if _, s := d.runPatterns(ctx, &p, true); s != nil {
 			return d.stoppedBeforeSync(s), nil
+		}
+		if n := d.patternFailures.Load(); d.opts.Once && n > 0 {
+			return nil, fmt.Errorf("--once: %d pattern(s) failed or were refused; the log says which and why", n)
 		}
 		d.ready.Store(true)
 		return nil, nil

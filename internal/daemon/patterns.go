@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/dispenser-dev/dispenser/internal/etcha"
 	"github.com/dispenser-dev/dispenser/internal/source"
@@ -32,8 +33,8 @@ type Patterns struct {
 	// VerifyKeys are appended to the configuration's run.verifyKeys.
 	VerifyKeys token.PublicKeys
 	// StateDir keeps the last accepted JWT of each pattern; it is created
-	// if missing. "" keeps them in a temporary directory removed at exit,
-	// so a restart runs the current patterns again without removals.
+	// if missing. "" keeps them in memory only, so a restart runs the
+	// current patterns again without removals.
 	StateDir string
 }
 
@@ -44,19 +45,14 @@ func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
 	if p.Prefix == "" || strings.HasPrefix(p.Prefix, d.opts.Prefix) || strings.HasPrefix(d.opts.Prefix, p.Prefix) {
 		return nil, fmt.Errorf("patterns prefix %q and files prefix %q overlap; use two separate prefixes", p.Prefix, d.opts.Prefix)
 	}
-	dir, temp := p.StateDir, p.StateDir == ""
-	if temp {
-		if dir, err = os.MkdirTemp("", "dispenser-patterns-"); err != nil {
-			return nil, fmt.Errorf("patterns: state directory: %w", err)
+	if p.StateDir != "" {
+		if err := os.MkdirAll(p.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("--state-dir: %w; point it at a directory dispenser can create and write", err)
 		}
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("--state-dir: %w; point it at a directory dispenser can create and write", err)
 	}
-	e, err := p.App.NewEngine(ctx, etcha.EngineOptions{StateDir: dir, VerifyKeys: p.VerifyKeys, OnResult: d.patternResult})
+	e, err := p.App.NewEngine(ctx, etcha.EngineOptions{StateDir: p.StateDir, NoState: p.StateDir == "",
+		VerifyKeys: p.VerifyKeys, OnResult: d.patternResult})
 	if err != nil {
-		if temp {
-			os.RemoveAll(dir)
-		}
 		return nil, fmt.Errorf("patterns: %w", err)
 	}
 	d.engine = e
@@ -64,12 +60,7 @@ func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
 	for _, n := range e.Names() {
 		d.sources[n] = true
 	}
-	return func() {
-		d.closeEngine(nil)
-		if temp {
-			os.RemoveAll(dir)
-		}
-	}, nil
+	return func() { d.closeEngine(nil) }, nil
 }
 
 // closeEngine closes the engine: runs in progress get KillTimeout, or end
@@ -96,6 +87,9 @@ func (d *Daemon) closeEngine(skip <-chan struct{}) {
 
 // patternResult is the engine's OnResult: it counts each result.
 func (d *Daemon) patternResult(name string, _ source.Origin, r source.Result) {
+	if r.Err != nil { // refused, or a command failed
+		d.patternFailures.Add(1)
+	}
 	switch r.Status {
 	case source.StatusRefused:
 		d.metrics.PatternRefused(name, string(r.Reason))
@@ -122,6 +116,12 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 	}
 	var names []string
 	for _, n := range slices.Sorted(maps.Keys(changes)) {
+		if !utf8.ValidString(n) { // not a name anyone signed for; it would also break the metrics labels
+			d.log.Error("pattern key ignored: its name is not valid UTF-8; rename the key",
+				"key", strings.ToValidUTF8(d.opts.Patterns.Prefix+n, "\uFFFD"))
+			delete(changes, n)
+			continue
+		}
 		if changes[n].deleted {
 			d.log.Warn("pattern key deleted; the pattern stays current (removing its work takes a new signed pattern)",
 				"pattern", n, "key", d.opts.Patterns.Prefix+n)
@@ -147,7 +147,7 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 	}
 	for _, n := range names {
 		if !d.sources[n] {
-			if err := d.engine.Add(ctx, source.Config{Name: n}); err != nil {
+			if err := d.engine.Add(ctx, source.Config{Name: n, NoRestore: d.opts.Patterns.StateDir == ""}); err != nil {
 				d.log.Error("pattern not registered", "pattern", n, "err", err)
 				continue
 			}
@@ -173,6 +173,7 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 		done <- reload
 	}()
 	var skip chan struct{} // closed by a second stop
+	ctxDone := ctx.Done()  // nil once seen: a done context stays done
 	for {
 		var s os.Signal
 		select {
@@ -185,15 +186,20 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 		case s := <-d.sigs:
 			d.forward(s)
 			continue
-		case <-ctx.Done():
+		case <-ctxDone:
+			ctxDone = nil
 			if stop != nil {
 				continue
 			}
 			s = syscall.SIGTERM
 		}
 		if stop != nil {
-			d.log.Warn("second stop signal: cancelling the pattern run now", "signal", s)
-			close(skip)
+			select {
+			case <-skip: // a third stop: the run is being cancelled already
+			default:
+				d.log.Warn("second stop signal: cancelling the pattern run now", "signal", s)
+				close(skip)
+			}
 			continue
 		}
 		stop, skip = s, make(chan struct{})
@@ -211,7 +217,9 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 func (d *Daemon) runPattern(ctx context.Context, name, jwt string, startup bool) bool {
 	o := source.Origin{Trigger: source.TriggerPull, Where: d.opts.Patterns.Prefix + name}
 	r, err := d.engine.Receive(ctx, name, jwt, o)
-	if err == nil && startup && r.Status == source.StatusUnchanged { // restored: run it once at start
+	if err == nil && startup && (r.Status == source.StatusUnchanged || r.Status == source.StatusRefused) {
+		// At start every pattern runs once: the restored one when etcd
+		// holds the same JWT, or one that is refused (forged, replayed).
 		r, err = d.engine.Run(ctx, name, o)
 	}
 	if err != nil {

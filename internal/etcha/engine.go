@@ -19,6 +19,9 @@ type EngineOptions struct {
 	Sources []string
 	// StateDir overrides run.stateDir when not empty.
 	StateDir string
+	// NoState keeps every source's pattern in memory only: nothing is
+	// saved or restored (as noRestore on every source).
+	NoState bool
 	// VerifyKeys are appended to run.verifyKeys.
 	VerifyKeys token.PublicKeys
 	// OnResult is source.Options.OnResult.
@@ -48,6 +51,7 @@ func (a *App) NewEngine(ctx context.Context, o EngineOptions) (*source.Engine, e
 		if err != nil {
 			return nil, err
 		}
+		sc.NoRestore = sc.NoRestore || o.NoState
 		cfgs = append(cfgs, sc)
 	}
 	stateDir := c.Run.StateDir

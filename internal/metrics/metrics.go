@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -142,6 +143,7 @@ func (m *Metrics) ChildExited(code int) {
 
 // PatternRan records a run of pattern; failed says a command failed.
 func (m *Metrics) PatternRan(pattern string, failed bool) {
+	pattern = label(pattern)
 	m.patternRuns.WithLabelValues(pattern).Inc()
 	if failed {
 		m.patternFailures.WithLabelValues(pattern).Inc()
@@ -150,13 +152,17 @@ func (m *Metrics) PatternRan(pattern string, failed bool) {
 
 // PatternRefused records a refused JWT of pattern.
 func (m *Metrics) PatternRefused(pattern, reason string) {
-	m.patternRefused.WithLabelValues(pattern, reason).Inc()
+	m.patternRefused.WithLabelValues(label(pattern), reason).Inc()
 }
 
 // PatternAccepted records the issued-at time of pattern's current JWT.
 func (m *Metrics) PatternAccepted(pattern string, iat time.Time) {
-	m.patternIAT.WithLabelValues(pattern).Set(float64(iat.Unix()))
+	m.patternIAT.WithLabelValues(label(pattern)).Set(float64(iat.Unix()))
 }
+
+// label makes a pattern name a valid label value (UTF-8): Prometheus
+// panics on anything else, and names come from etcd keys.
+func label(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "dispenser", Name: name, Help: help}, labels)
