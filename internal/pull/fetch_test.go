@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -253,5 +254,37 @@ func TestFirst(t *testing.T) {
 	_, err = f.First(ctx, []pull.Path{good}, accept)
 	if !errors.Is(err, context.Canceled) || len(offered) != 0 {
 		t.Fatalf("First after cancel = %v (accept saw %q), want context.Canceled and no fetch", err, offered)
+	}
+}
+
+// TestFetchHTTPRedirect: a redirect on the same server is followed; one to
+// another host is refused, so the pull path's headers never reach it.
+func TestFetchHTTPRedirect(t *testing.T) {
+	var leaked atomic.Bool
+	other := newServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Store(true)
+		}
+		w.Write([]byte("elsewhere"))
+	})
+	s := newServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/moved.jwt":
+			http.Redirect(w, r, "/x.jwt", http.StatusFound)
+		case "/away.jwt":
+			http.Redirect(w, r, other.URL+"/x.jwt", http.StatusFound)
+		default:
+			w.Write([]byte("here"))
+		}
+	})
+	f := pull.New(pull.Options{})
+	got, err := f.Fetch(ctxT(t), mustParse(t, s.URL+"/moved.jwt#Authorization:Bearer secret"))
+	if err != nil || got != "here" {
+		t.Fatalf("same-host redirect: %q, %v; want %q", got, err, "here")
+	}
+	_, err = f.Fetch(ctxT(t), mustParse(t, s.URL+"/away.jwt#Authorization:Bearer secret"))
+	wantErr(t, "redirect to another host", err, "pull from the final address instead")
+	if leaked.Load() {
+		t.Fatal("the other host received the Authorization header")
 	}
 }

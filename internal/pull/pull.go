@@ -86,7 +86,22 @@ func httpClient(skipVerify bool) *http.Client {
 	if skipVerify {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for by skipVerify or httpClient.tlsSkipVerify; the JWT is still verified
 	}
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: sameOrigin}
+}
+
+// sameOrigin follows a redirect only to the same scheme and host: the
+// client would send a pull path's #headers (often credentials) on to
+// wherever the redirect points.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	switch {
+	case len(via) >= 10:
+		return errors.New("stopped after 10 redirects")
+	case req.URL.Scheme != first.Scheme || req.URL.Host != first.Host:
+		return fmt.Errorf("redirected from %s://%s to %s://%s, which would receive the pull path's headers; pull from the final address instead",
+			first.Scheme, first.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // Fetch returns the text stored at p, unchanged (surrounding white space

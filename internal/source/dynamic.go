@@ -13,9 +13,7 @@ import (
 // after Close is an error (ErrClosed for the last). ctx bounds the
 // restore's render.
 //
-// Add is safe with concurrent Receive, Run and Close; Names and Current
-// read the registry without the engine's lock, so do not call them
-// concurrently with Add.
+// Add is safe with concurrent calls of the other methods.
 func (e *Engine) Add(ctx context.Context, c Config) error {
 	if c.Name == "" {
 		return errors.New("source with an empty name; give every source a name")

@@ -178,12 +178,18 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 }
 
 // Names returns the source names in order.
-func (e *Engine) Names() []string { return slices.Clone(e.names) }
+func (e *Engine) Names() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.names)
+}
 
 // Current returns the raw JWT of the source's current pattern ("" when it
 // has none or runs static commands) and whether the source exists.
 func (e *Engine) Current(name string) (jwt string, ok bool) {
+	e.mu.Lock()
 	s := e.sources[name]
+	e.mu.Unlock()
 	if s == nil {
 		return "", false
 	}
