@@ -1,6 +1,7 @@
 package pull
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -94,7 +95,22 @@ func Parse(entry string) (Path, error) {
 	case "http", "https":
 		return parseHTTP(entry)
 	}
-	return Path{}, fmt.Errorf("pullPaths entry %q: unsupported scheme %q; use a file path, http://, https:// or etcd:///<key>", entry, scheme)
+	return Path{}, fmt.Errorf("pullPaths entry %q: unsupported scheme %q; use a file path, http://, https:// or etcd:///<key>", redact(entry), scheme)
+}
+
+// redact hides what an entry may carry besides its address, for errors:
+// the #headers (credentials, often) and a user:password@ in the URL.
+func redact(entry string) string {
+	raw, headers, _ := strings.Cut(entry, "#")
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 && at < strings.IndexAny(rest+"/", "/") {
+			raw = scheme + "://xxxxx@" + rest[at+1:]
+		}
+	}
+	if headers != "" {
+		raw += "#…"
+	}
+	return raw
 }
 
 // isScheme reports whether s is a URL scheme: a letter, then letters,
@@ -123,21 +139,21 @@ func parseHTTP(entry string) (Path, error) {
 	raw, headers, _ := strings.Cut(entry, "#")
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Path{}, fmt.Errorf("pullPaths entry %q is not a valid URL (%v); fix the URL", raw, err)
+		return Path{}, fmt.Errorf("pullPaths entry %q is not a valid URL; fix the URL", redact(raw))
 	}
 	if u.Host == "" {
-		return Path{}, fmt.Errorf("pullPaths entry %q has no host; write it as %s://host/path", raw, u.Scheme)
+		return Path{}, fmt.Errorf("pullPaths entry %q has no host; write it as %s://host/path", redact(raw), u.Scheme)
 	}
 	p := Path{Kind: HTTP, URL: raw, Timeout: DefaultTimeout}
 	if headers == "" {
 		return p, nil
 	}
-	for _, h := range strings.Split(headers, "\r\n") {
+	for i, h := range strings.Split(headers, "\r\n") {
 		if h == "" {
 			continue // a trailing CR LF
 		}
 		if err := p.addHeader(h); err != nil {
-			return Path{}, fmt.Errorf("pullPaths entry %s: %w", raw, err)
+			return Path{}, fmt.Errorf("pullPaths entry %s, header %d: %w", redact(raw), i+1, err)
 		}
 	}
 	return p, nil
@@ -162,7 +178,7 @@ func (p *Path) addHeader(h string) error {
 		return nil
 	}
 	if !hasColon {
-		return fmt.Errorf("header %q has no \":\"; write headers as Name:value, separated by CR LF", h)
+		return errors.New(`it has no ":"; write headers as Name:value, separated by CR LF`)
 	}
 	if !isToken(name) {
 		return fmt.Errorf("header name %q is not a valid HTTP header name; use letters, digits and -", name)

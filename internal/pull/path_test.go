@@ -95,3 +95,23 @@ func TestParseAll(t *testing.T) {
 		t.Fatalf("ParseAll with a bad second entry = %v, want an error starting with pullPaths[1]", err)
 	}
 }
+
+// TestParseErrorsHideSecrets: a bad entry's error names it without its
+// headers or the password in its URL.
+func TestParseErrorsHideSecrets(t *testing.T) {
+	for _, entry := range []string{
+		"ftp://user:secret@host/x.jwt#Authorization:Bearer secret",
+		"https://user:secret@/x.jwt",
+		"https://user:secret@host/x.jwt#Authorization Bearer secret",
+		"https://host/x.jwt#X-Token:secret\r\nbad header secret",
+	} {
+		_, err := pull.Parse(entry)
+		if err == nil {
+			t.Errorf("Parse(%q) succeeded, want an error", entry)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("Parse(%q) error shows a secret: %v", entry, err)
+		}
+	}
+}
