@@ -31,9 +31,12 @@ type env struct {
 	dispenser string // binaries built from this tree
 	etcha     string
 	self      string // this program, re-executed as the child
-	endpoint  string
-	etcd      *exec.Cmd
-	etcdDone  chan struct{}
+	etcdBin   string
+	peer      string        // etcd's peer URL, the same on every start
+	endpoint  string        // etcd's client URL dispenser is given
+	etcd      *exec.Cmd     // nil while stopped
+	etcdDone  chan struct{} // closed when etcd has exited
+	procs     int           // dispensers started, to name their logs
 	cli       *clientv3.Client
 }
 
@@ -88,15 +91,7 @@ func (e *env) close() {
 	if e.cli != nil {
 		e.cli.Close()
 	}
-	if e.etcd != nil {
-		e.etcd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.etcdDone:
-		case <-time.After(waitLimit):
-			e.etcd.Process.Kill()
-			<-e.etcdDone
-		}
-	}
+	e.stopEtcd(syscall.SIGTERM)
 	if e.dir != "" {
 		os.RemoveAll(e.dir)
 	}
@@ -129,44 +124,88 @@ func goBuild(ctx context.Context, root string, args ...string) error {
 
 // startEtcd starts one etcd member on free 127.0.0.1 ports with its data
 // in e.dir, fsync on (etcd's default), and waits until it answers.
-func (e *env) startEtcd(ctx context.Context, bin string) error {
-	client, peer := "http://127.0.0.1:"+freePort(), "http://127.0.0.1:"+freePort()
-	log, err := os.Create(filepath.Join(e.dir, "etcd.log"))
+func (e *env) startEtcd(ctx context.Context, bin string) (err error) {
+	e.etcdBin, e.peer = bin, "http://127.0.0.1:"+freePort()
+	e.endpoint = "http://127.0.0.1:" + freePort()
+	if err := e.spawnEtcd(e.endpoint); err != nil {
+		return err
+	}
+	if e.cli, err = newClient(e.endpoint); err != nil {
+		return err
+	}
+	_, err = e.awaitEtcd(ctx, e.endpoint)
+	return err
+}
+
+// spawnEtcd starts the etcd process serving clients on client, without
+// waiting for it. Its data directory and peer URL are the same on every
+// start, so a restart is the same member with the same data.
+func (e *env) spawnEtcd(client string) error {
+	log, err := os.OpenFile(filepath.Join(e.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	defer log.Close()
-	e.etcd = exec.Command(bin, "--name", "bench", "--data-dir", filepath.Join(e.dir, "etcd-data"),
+	defer log.Close() // the process has its own copy
+	cmd := exec.Command(e.etcdBin, "--name", "bench", "--data-dir", filepath.Join(e.dir, "etcd-data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "bench="+peer, "--logger", "zap", "--log-level", "warn")
-	e.etcd.Stdout, e.etcd.Stderr = log, log
-	if err := e.etcd.Start(); err != nil {
-		e.etcd = nil
+		"--listen-peer-urls", e.peer, "--initial-advertise-peer-urls", e.peer,
+		"--initial-cluster", "bench="+e.peer, "--logger", "zap", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
-	e.etcdDone = make(chan struct{})
-	go func() { e.etcd.Wait(); close(e.etcdDone) }() // owned by e: close waits for it
-	e.endpoint = client
-	if e.cli, err = newClient(client); err != nil {
-		return err
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }() // owned by e: stopEtcd waits for it
+	e.etcd, e.etcdDone = cmd, done
+	return nil
+}
+
+// stopEtcd stops the etcd process with sig; after SIGTERM, SIGKILL
+// follows if it is still running after waitLimit. (With a client's watch
+// open, etcd takes seconds to stop on SIGTERM.)
+func (e *env) stopEtcd(sig syscall.Signal) {
+	if e.etcd == nil {
+		return
 	}
+	e.etcd.Process.Signal(sig)
+	select {
+	case <-e.etcdDone:
+	case <-time.After(waitLimit):
+		e.etcd.Process.Kill()
+		<-e.etcdDone
+	}
+	e.etcd = nil
+}
+
+// awaitEtcd returns when a new client of endpoint has read from etcd: the
+// time etcd was ready, to within a few milliseconds (it polls every 2 ms,
+// first for the port to accept, so no client backoff delays the answer).
+func (e *env) awaitEtcd(ctx context.Context, endpoint string) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
+	var err error
 	for {
-		rctx, rcancel := context.WithTimeout(ctx, time.Second)
-		_, err := e.cli.Get(rctx, "health")
-		rcancel()
-		if err == nil {
-			return nil
+		var conn net.Conn
+		if conn, err = net.DialTimeout("tcp", strings.TrimPrefix(endpoint, "http://"), time.Second); err == nil {
+			conn.Close()
+			var c *clientv3.Client
+			if c, err = newClient(endpoint); err == nil {
+				rctx, rcancel := context.WithTimeout(ctx, time.Second)
+				_, err = c.Get(rctx, "health")
+				rcancel()
+				c.Close()
+				if err == nil {
+					return time.Now(), nil
+				}
+			}
 		}
 		select {
 		case <-e.etcdDone:
-			b, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("etcd exited at start:\n%s", tail(b))
+			b, _ := os.ReadFile(filepath.Join(e.dir, "etcd.log"))
+			return time.Time{}, fmt.Errorf("etcd exited at start:\n%s", tail(b))
 		case <-ctx.Done():
-			return fmt.Errorf("etcd not answering after %v: %w", waitLimit, err)
-		case <-time.After(50 * time.Millisecond):
+			return time.Time{}, fmt.Errorf("etcd not answering on %s after %v: %w", endpoint, waitLimit, err)
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

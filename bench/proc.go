@@ -84,22 +84,23 @@ type proc struct {
 
 // startDispenser runs dispenser on prefix → target with layout; the child
 // reads file on each SIGHUP. extra flags go before the "--".
-func (e *env) startDispenser(prefix, target, layout, file string) (*proc, error) {
+func (e *env) startDispenser(prefix, target, layout, file string, extra ...string) (*proc, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer w.Close() // the processes hold their copies
 	p := &proc{done: make(chan struct{}), out: r, reports: make(chan report, 64), quit: make(chan struct{}),
-		readDone: make(chan struct{}), errLog: filepath.Join(e.dir, "dispenser-"+layout+".log")}
+		readDone: make(chan struct{}), errLog: filepath.Join(e.dir, fmt.Sprintf("dispenser-%d.log", e.procs))}
+	e.procs++
 	errLog, err := os.Create(p.errLog)
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
 	defer errLog.Close()
-	p.cmd = exec.Command(e.dispenser, "-p", prefix, "-t", target, "--layout", layout, "-s", "SIGHUP",
-		"--log-level", "warn", "--", e.self, childArg, file)
+	args := append([]string{"-p", prefix, "-t", target, "--layout", layout, "-s", "SIGHUP", "--log-level", "warn"}, extra...)
+	p.cmd = exec.Command(e.dispenser, append(args, "--", e.self, childArg, file)...)
 	p.cmd.Env = append(os.Environ(), "ETCD_ENDPOINTS="+e.endpoint)
 	p.cmd.Stdout, p.cmd.Stderr = w, errLog
 	if err := p.cmd.Start(); err != nil {

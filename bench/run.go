@@ -95,6 +95,7 @@ func measure(ctx context.Context, e *env, cfg config) ([]row, error) {
 		{"initial sync, 10k keys", sync10k},
 		{"initial sync, 100k keys", sync100k},
 		{"etcha render", etchaRender},
+		{"back from an etcd outage with compaction", outage},
 	}
 	for _, s := range steps {
 		began := time.Now()
