@@ -62,13 +62,15 @@ func TestQuickRun(t *testing.T) {
 		outagePhases[1].row:                                 "",
 		outagePhases[2].row:                                 "",
 		rowOutageSignal:                                     "",
+		rowOutageStart:                                      "",
 	}
 	for name, ref := range want {
 		r, ok := byName[name]
 		switch {
 		case !ok:
 			t.Errorf("no row %q in %s", name, out.String())
-		case r.N < 2 || r.P50 <= 0 || r.P95 < r.P50 || r.P99 < r.P95:
+		case r.N < 2 || r.P95 < r.P50 || r.P99 < r.P95 || (r.P50 <= 0 && name != outagePhases[0].row):
+			// (dispenser can connect a little before etcd answers reads)
 			t.Errorf("row %q: n=%d p50=%v p95=%v p99=%v, want ≥2 samples, 0 < p50 ≤ p95 ≤ p99", name, r.N, r.P50, r.P95, r.P99)
 		case r.Ref != ref || (ref != "" && r.Ratio <= 0):
 			t.Errorf("row %q: ratio %v to %q, want a ratio to %q", name, r.Ratio, r.Ref, ref)
