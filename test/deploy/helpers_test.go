@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,18 +116,32 @@ func startLines(t *testing.T, cmd *exec.Cmd) *lineStream {
 // next returns the next line starting with prefix, within two minutes.
 func (s *lineStream) next(t *testing.T, prefix string) string {
 	t.Helper()
+	return s.match(t, fmt.Sprintf("a line starting with %q", prefix), func(l string) bool { return strings.HasPrefix(l, prefix) })
+}
+
+// containing returns the next line that contains substr, within two
+// minutes.
+func (s *lineStream) containing(t *testing.T, substr string) string {
+	t.Helper()
+	return s.match(t, fmt.Sprintf("a line containing %q", substr), func(l string) bool { return strings.Contains(l, substr) })
+}
+
+// match returns the next line for which ok is true, within two minutes;
+// what describes it in the failure.
+func (s *lineStream) match(t *testing.T, what string, ok func(string) bool) string {
+	t.Helper()
 	deadline := time.After(2 * time.Minute)
 	for {
 		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				t.Fatalf("the container's output ended before a line starting with %q", prefix)
+		case l, open := <-s.lines:
+			if !open {
+				t.Fatalf("the output ended before %s", what)
 			}
-			if strings.HasPrefix(l, prefix) {
+			if ok(l) {
 				return l
 			}
 		case <-deadline:
-			t.Fatalf("no line starting with %q within 2 minutes", prefix)
+			t.Fatalf("no %s within 2 minutes", what)
 		}
 	}
 }

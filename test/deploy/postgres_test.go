@@ -458,23 +458,3 @@ func startMerged(t *testing.T, cmd *exec.Cmd) *lineStream {
 	})
 	return s
 }
-
-// containing returns the next line that contains substr, within two
-// minutes.
-func (s *lineStream) containing(t *testing.T, substr string) string {
-	t.Helper()
-	deadline := time.After(2 * time.Minute)
-	for {
-		select {
-		case l, ok := <-s.lines:
-			if !ok {
-				t.Fatalf("the output ended before a line containing %q", substr)
-			}
-			if strings.Contains(l, substr) {
-				return l
-			}
-		case <-deadline:
-			t.Fatalf("no line containing %q within 2 minutes", substr)
-		}
-	}
-}
