@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -91,7 +92,7 @@ func (s script) run(ctx context.Context) (out string, code int, err error) {
 	}
 	buf := &capBuffer{max: maxOutput}
 	cmd.Stdout, cmd.Stderr = buf, buf // one writer: one pipe, arrival order
-	code, err = exitCode(ctx, cmd.Run())
+	code, err = exitCode(ctx, runOwned(cmd))
 	return buf.String(), code, err
 }
 
@@ -125,6 +126,52 @@ func (s script) command(ctx context.Context, env map[string]string, text string)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
 	return cmd, nil
+}
+
+// StartHook wraps the start of a process that this package runs and waits
+// for itself. It calls start, which starts the process and returns its pid,
+// and returns release, which the package calls once it has waited for the
+// process (its exit status collected); release is not called when start or
+// the hook fails.
+//
+// It exists for a process that also reaps children it did not start (a
+// container's PID 1 reaping orphans, see supervisor.Owned): such a reaper
+// must leave these processes to their owner, or the owner loses their exit
+// status. Reaping is a property of the whole process, so the hook is
+// process-wide too.
+type StartHook func(start func() (pid int, err error)) (release func(), err error)
+
+var startHook atomic.Pointer[StartHook]
+
+// SetStartHook makes every process this package starts from now on (scripts
+// and Capture) start through h; nil removes the hook. Set it once at
+// start-up, before any process runs: a process already running is not
+// covered.
+func SetStartHook(h StartHook) {
+	if h == nil {
+		startHook.Store(nil)
+		return
+	}
+	startHook.Store(&h)
+}
+
+// runOwned is cmd.Run, through the StartHook when one is set.
+func runOwned(cmd *exec.Cmd) error {
+	h := startHook.Load()
+	if h == nil {
+		return cmd.Run()
+	}
+	release, err := (*h)(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	if err != nil {
+		return err
+	}
+	defer release()
+	return cmd.Wait()
 }
 
 // exitCode interprets the result err of Cmd.Run: the exit code, or -1 and
@@ -168,7 +215,7 @@ func Capture(ctx context.Context, e Exec, text string, env map[string]string, en
 	}
 	stdout, stderr := &capBuffer{max: maxOutput}, &capBuffer{max: maxStderr}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	code, err := exitCode(ctx, cmd.Run())
+	code, err := exitCode(ctx, runOwned(cmd))
 	if err == nil && code != 0 {
 		err = fmt.Errorf("exit status %d", code)
 	}

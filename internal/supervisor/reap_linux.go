@@ -21,17 +21,32 @@ func becomeSubreaper() error {
 	return nil
 }
 
-// reapUntilExit reaps every exited child of this process other than c,
-// and returns as soon as c itself has exited, leaving c's zombie for
-// exec.Cmd.Wait to collect.
+// reapUntilExit reaps every exited child of this process other than c and
+// those in c.owned, and returns as soon as c itself has exited, leaving c's
+// zombie for exec.Cmd.Wait to collect.
 //
 // Why peek first: a plain wait4(-1) could collect c's status before
 // exec.Cmd.Wait does, losing it. waitid with WNOWAIT reports an exited
-// child without reaping it; only children that are not c are then reaped,
-// by pid. Since nothing else reaps c, this loop always sees c exit.
+// child without reaping it; only children that are neither c nor owned
+// are then reaped, by pid. Since nothing else reaps c, this loop always
+// sees c exit.
+//
+// An owned child that has exited stays a zombie until its owner waits for
+// it, and until then waitid may keep reporting it: rather than peek again
+// at once (a busy loop), the loop blocks until the owner releases it or c
+// exits.
 func (c *Child) reapUntilExit() {
+	var exited chan struct{}
+	if c.owned != nil {
+		// Sees c exit while the loop waits for a release. It returns
+		// once c has exited (or cannot be waited for), before c is
+		// reaped, so it is waited for here and never sees a reused pid.
+		exited = make(chan struct{})
+		go func() { c.awaitExit(); close(exited) }()
+		defer func() { <-exited }()
+	}
 	for {
-		pid, err := peekExited()
+		pid, err := peekExited(0)
 		if err != nil {
 			// Only if someone else reaped c; exec.Cmd.Wait will report it.
 			c.log.Warn("wait for children", "err", err)
@@ -45,28 +60,34 @@ func (c *Child) reapUntilExit() {
 			c.log.Warn("waitid returned no pid; not reaping orphans", "pid", pid)
 			return
 		}
-		c.reapPid(pid)
+		if released := c.owned.decide(pid, func() { c.reapPid(pid) }); released != nil {
+			select {
+			case <-released:
+			case <-exited:
+				return
+			}
+		}
 	}
 }
 
-// reapExited reaps, without blocking, every child that has already exited.
-// It is called after c has been reaped, when no status can be lost.
+// reapExited reaps, without blocking, every child that has already exited
+// and is not owned, stopping early at an owned one. It is called after c
+// has been reaped, when no status of c's can be lost.
 func (c *Child) reapExited() {
 	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		pid, err := peekExited(unix.WNOHANG)
 		if err != nil || pid <= 0 {
 			return
 		}
-		c.logReaped(pid, ws)
+		reaped := false
+		if c.owned.decide(pid, func() { reaped = c.reapPid(pid) }) != nil || !reaped {
+			return
+		}
 	}
 }
 
-// reapPid reaps the exited child pid.
-func (c *Child) reapPid(pid int) {
+// reapPid reaps the exited child pid and reports whether it did.
+func (c *Child) reapPid(pid int) bool {
 	var ws unix.WaitStatus
 	got, err := unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
 	for errors.Is(err, unix.EINTR) {
@@ -74,9 +95,10 @@ func (c *Child) reapPid(pid int) {
 	}
 	if err != nil || got != pid {
 		c.log.Debug("reap orphan", "pid", pid, "err", err)
-		return
+		return false
 	}
 	c.logReaped(pid, ws)
+	return true
 }
 
 func (c *Child) logReaped(pid int, ws unix.WaitStatus) {
@@ -87,12 +109,13 @@ func (c *Child) logReaped(pid int, ws unix.WaitStatus) {
 	c.log.Debug("reaped orphan", "pid", pid, "status", ws.ExitStatus())
 }
 
-// peekExited blocks until some child of this process has exited and
-// returns its pid, without reaping it.
-func peekExited() (int, error) {
+// peekExited returns the pid of a child of this process that has exited,
+// without reaping it. It blocks until there is one, or with WNOHANG in
+// options returns 0 when there is none.
+func peekExited(options int) (int, error) {
 	for {
 		var info unix.Siginfo
-		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOWAIT|unix.WALL, nil)
+		err := unix.Waitid(unix.P_ALL, 0, &info, options|unix.WEXITED|unix.WNOWAIT|unix.WALL, nil)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}

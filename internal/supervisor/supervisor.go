@@ -66,11 +66,19 @@ type Options struct {
 	// orphans to this process. Subreaper status lasts for the rest of the
 	// process's life. While a Child with Reap runs, it waits for any
 	// child of this process: run at most one such Child per process, and
-	// start no other child processes concurrently (os/exec would lose
-	// their exit status). Orphans that exit after the child itself has
-	// exited are not reaped; the caller is expected to exit soon after.
-	// Linux only: Start fails elsewhere.
+	// start other child processes only through Owned (os/exec would
+	// otherwise lose their exit status). Orphans that exit after the child
+	// itself has exited are not reaped; the caller is expected to exit
+	// soon after. Linux only: Start fails elsewhere.
 	Reap bool
+
+	// Owned, with Reap, lists the processes this program starts and waits
+	// for itself: they are left to their owner, not reaped. While such a
+	// process has exited and its owner has not yet released it, other
+	// orphans wait to be reaped (the kernel reports exited children one at
+	// a time). Nil means every exited child other than the Child is
+	// reaped.
+	Owned *Owned
 
 	// Terminal, when set, is a terminal (usually os.Stdin) whose
 	// foreground process group the child's new group becomes, so that an
@@ -98,6 +106,7 @@ type Child struct {
 	pid         int
 	killTimeout time.Duration
 	reap        bool
+	owned       *Owned
 	log         *slog.Logger
 
 	done chan struct{} // closed after err is set
@@ -156,6 +165,7 @@ func Start(opts Options) (*Child, error) {
 		cmd:         cmd,
 		killTimeout: timeout,
 		reap:        opts.Reap,
+		owned:       opts.Owned,
 		log:         log,
 		done:        make(chan struct{}),
 	}
