@@ -58,11 +58,11 @@ func TestQuickRun(t *testing.T) {
 		"peak RSS of dispenser, 10k sync":                   "",
 		"etcha version (process start)":                     "",
 		"etcha render, 100-command JWT (verify + render)":   "etcha version (process start)",
-		outagePhases[0].row:                                 "",
-		outagePhases[1].row:                                 "",
-		outagePhases[2].row:                                 "",
 		rowOutageSignal:                                     "",
 		rowOutageStart:                                      "",
+	}
+	for _, ph := range outagePhases {
+		want[ph.row] = ""
 	}
 	for name, ref := range want {
 		r, ok := byName[name]

@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// outagePhases are the dispenser log messages (--log-format=json) that
-// mark each step after etcd is back, in order, and the row each becomes.
+// outagePhases are the beginnings of the dispenser log messages
+// (--log-format=json) that mark each step after etcd is back, in order,
+// and the row each becomes. Between the watch ending and the resync,
+// dispenser waits out its resync backoff (the message says how long).
 var outagePhases = []struct{ msg, row string }{
 	{"connected to etcd again", "outage: etcd ready → dispenser reconnected"},
+	{"etcd watch of ", "outage: etcd ready → watch ended (compacted)"},
 	{"full resync from etcd", "outage: etcd ready → resync read"},
 	{"files updated", "outage: etcd ready → files written"},
 }
@@ -68,7 +72,7 @@ func outage(ctx context.Context, e *env, cfg config, _ []row) ([]row, error) {
 		if err := e.changeUnseen(ctx, key(prefix, 0), tag); err != nil {
 			return nil, err
 		}
-		e.logf("outage %d: etcd stopped, changed and compacted elsewhere, stopped in %v", i, time.Since(began).Round(time.Millisecond))
+		e.logf("outage %d: etcd killed, restarted elsewhere, changed, compacted and stopped in %v", i, time.Since(began).Round(time.Millisecond))
 		back := time.Now()
 		if err := e.spawnEtcd(e.endpoint); err != nil {
 			return nil, err
@@ -171,8 +175,10 @@ func (p *proc) scanLog(since time.Time) (at []time.Time, missing string) {
 		if json.Unmarshal(s.Bytes(), &l) != nil || l.Time.Before(since) {
 			continue
 		}
-		if _, ok := found[l.Msg]; !ok {
-			found[l.Msg] = l.Time
+		for _, ph := range outagePhases {
+			if _, ok := found[ph.msg]; !ok && strings.HasPrefix(l.Msg, ph.msg) {
+				found[ph.msg] = l.Time
+			}
 		}
 	}
 	for _, ph := range outagePhases {

@@ -21,7 +21,7 @@ const runLimit = 30 * time.Minute
 // config is what the flags ask for.
 type config struct {
 	n       int           // samples per latency figure
-	syncs   int           // samples of each initial sync
+	syncs   int           // samples of each initial sync, and outages
 	spacing time.Duration // between puts under the 10k-key prefix
 	big     bool          // also the 100k-key sync
 	json    bool
@@ -30,13 +30,15 @@ type config struct {
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	n := fs.Int("n", 50, "samples per latency figure; the initial syncs take n/10 (at least 3)")
-	quick := fs.Bool("quick", false, "a few samples per figure (5 latencies, 2 syncs), for CI")
+	n := fs.Int("n", 50, "samples per latency figure; the initial syncs and the outages take n/10 (at least 3)")
+	quick := fs.Bool("quick", false, "a few samples per figure (5 latencies, 2 syncs, 2 outages), for CI")
 	big := fs.Bool("big", false, "also measure the peak RSS of a 100k keys × 1 KiB initial sync (slow)")
 	asJSON := fs.Bool("json", false, "print the rows as JSON instead of a table")
 	spacing := fs.Duration("spacing", 1500*time.Millisecond,
 		"time between puts under the 10k-key prefix: past the writer's reuse grace (DefaultReuseAfter, 1s)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return config{}, err
+	} else if err != nil {
 		return config{}, errUsage
 	}
 	if fs.NArg() > 0 {
