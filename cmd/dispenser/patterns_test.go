@@ -408,3 +408,24 @@ func TestRestoredPatternRunsWhenEtcdValueRefused(t *testing.T) {
 		t.Fatalf("log = %q, %v; want the restored pattern to run at each start and the forged one never", b, err)
 	}
 }
+
+// TestPatternsWithReap: as PID 1 (here --reap) dispenser reaps orphans, but
+// the exit status of every pattern command stays with the run that waits
+// for it: 40 commands that succeed all succeed.
+func TestPatternsWithReap(t *testing.T) {
+	s := etcdtest.Start(t)
+	k := newSigner(t)
+	w := newPatternWorld(t)
+	var cmds []string
+	for i := range 40 {
+		cmds = append(cmds, fmt.Sprintf(`{id: 'c%d', always: true, change: 'true'}`, i))
+	}
+	r := start(t, s, append([]string{"--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub,
+		"--reap", "-t", w.target}, childArgs(w.root, "serve")...)...)
+	r.out.next(t, "ready") // the reaper runs while the child does
+	put(t, s, "/app/patterns/many", k.sign(`{run: [`+strings.Join(cmds, ", ")+`]}`))
+	line := r.errs.containing(t, `msg="Ran source many"`)
+	if !strings.Contains(line, "changed=40") || !strings.Contains(line, "err=<nil>") {
+		t.Fatalf("with --reap the pattern ran as %q, want 40 changes and no error; log:\n%s", line, r.errs.String())
+	}
+}

@@ -14,12 +14,18 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dispenser-dev/dispenser/internal/command"
 	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/source"
 	"github.com/dispenser-dev/dispenser/internal/supervisor"
 	"github.com/dispenser-dev/dispenser/internal/watch"
 	"github.com/dispenser-dev/dispenser/internal/writer"
 )
+
+// owned lists the processes this program starts and waits for itself
+// (pattern commands), so the reaper leaves them alone. It is process-wide,
+// as reaping is.
+var owned supervisor.Owned
 
 // Options configure a Daemon. Writer, Signals and Logger are required.
 type Options struct {
@@ -128,6 +134,9 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 // child exits or a stop is asked for. It returns the child's
 // *supervisor.ExitError when the child failed, and nil for a clean stop.
 func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
+	// Pattern commands are children of this process too: the reaper (as
+	// PID 1 or with Reap) must leave the ones os/exec waits for alone.
+	command.SetStartHook(owned.Start)
 	wopts := watch.Options{
 		Client:           client,
 		Prefix:           d.opts.Prefix,
@@ -199,6 +208,7 @@ func (d *Daemon) startChild() error {
 		Stderr:      d.stderr,
 		KillTimeout: d.opts.KillTimeout,
 		Reap:        d.opts.Reap || os.Getpid() == 1,
+		Owned:       &owned,
 		Credential:  d.opts.RunAs,
 		Logger:      d.log,
 	}

@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	"internal/etcha": {"internal/pattern", "internal/command", "internal/token", "internal/source",
 		"internal/pull", "internal/listen", "internal/etcdenv"},
 	"internal/daemon": {"internal/etcha", "internal/source", "internal/token", "internal/watch",
-		"internal/writer", "internal/supervisor", "internal/metrics"},
+		"internal/writer", "internal/supervisor", "internal/metrics", "internal/command"},
 	"cmd/dispenser": {"internal/daemon", "internal/etcha", "internal/etcdenv", "internal/writer",
 		"internal/supervisor", "internal/token", "internal/metrics", "internal/devetcd", "internal/version"},
 	"cmd/etcha": {"internal/etcha", "internal/pattern", "internal/command", "internal/token", "internal/version"},
