@@ -76,22 +76,14 @@ func TestAlsoResyncsAfterCompaction(t *testing.T) {
 	nextReset(t, h)
 	waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
 
-	origPort := s.Port()
-	s.Stop()
-	s.StartOn(etcdtest.FreePort(t))
-	other := s.Client(t)
-	put(t, other, "/app/files/a", "2")
-	put(t, other, "/app/m/x", "between")
-	if _, err := other.Delete(ctxT(t), "/app/patterns/web"); err != nil {
-		t.Fatalf("delete: %v", err)
-	}
-	rev := put(t, other, "/app/patterns/db", "jwt2")
-	if _, err := other.Compact(ctxT(t), rev, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatalf("compact: %v", err)
-	}
-	other.Close()
-	s.Stop()
-	s.StartOn(origPort)
+	rev := changeWhileAway(t, s, func(other *clientv3.Client) int64 {
+		put(t, other, "/app/files/a", "2")
+		put(t, other, "/app/m/x", "between")
+		if _, err := other.Delete(ctxT(t), "/app/patterns/web"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		return put(t, other, "/app/patterns/db", "jwt2")
+	})
 
 	b := nextReset(t, h)
 	want := map[string]string{"/app/files/|a": "2", "/app/patterns/|db": "jwt2"}

@@ -34,23 +34,13 @@ func TestCompactionWhileDisconnectedResyncs(t *testing.T) {
 	nextReset(t, h)
 	waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
 
-	// While the watcher cannot reach it, etcd serves elsewhere, changes the
-	// keys and compacts away the revisions the watch would resume from.
-	origPort := s.Port()
-	s.Stop()
-	s.StartOn(etcdtest.FreePort(t))
-	other := s.Client(t)
-	put(t, other, "/app/a", "2")
-	if _, err := other.Delete(ctxT(t), "/app/b"); err != nil {
-		t.Fatalf("delete: %v", err)
-	}
-	rev := put(t, other, "/app/d", "new")
-	if _, err := other.Compact(ctxT(t), rev, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatalf("compact: %v", err)
-	}
-	other.Close()
-	s.Stop()
-	s.StartOn(origPort)
+	rev := changeWhileAway(t, s, func(other *clientv3.Client) int64 {
+		put(t, other, "/app/a", "2")
+		if _, err := other.Delete(ctxT(t), "/app/b"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		return put(t, other, "/app/d", "new")
+	})
 
 	b := nextReset(t, h)
 	if got, want := watch.CauseKind(b.Cause), watch.CauseCompacted; got != want {
@@ -228,4 +218,24 @@ func TestDeniedReadIsLoggedWithHint(t *testing.T) {
 	if st := h.w.Status(); !strings.Contains(st.LastError, "permission denied") {
 		t.Errorf("Status().LastError = %q, want permission denied", st.LastError)
 	}
+}
+
+// changeWhileAway stops s and serves it on another port, where the watcher
+// cannot reach it; there change makes its changes and returns a revision,
+// up to which the history is compacted away; then s serves on its own port
+// again. It returns that revision.
+func changeWhileAway(t *testing.T, s *etcdtest.Server, change func(other *clientv3.Client) int64) int64 {
+	t.Helper()
+	origPort := s.Port()
+	s.Stop()
+	s.StartOn(etcdtest.FreePort(t))
+	other := s.Client(t)
+	rev := change(other)
+	if _, err := other.Compact(ctxT(t), rev, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	other.Close()
+	s.Stop()
+	s.StartOn(origPort)
+	return rev
 }
