@@ -49,11 +49,24 @@ func exitHelper(err error) {
 	os.Exit(0)
 }
 
+// limitFileSize makes writes beyond n bytes fail with EFBIG in this
+// process (SIGXFSZ ignored, so it is not killed); lift restores the limit.
+func limitFileSize(n uint64) (lift func() error, err error) {
+	signal.Ignore(syscall.SIGXFSZ)
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+		return nil, err
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: saved.Max}); err != nil {
+		return nil, err
+	}
+	return func() error { return syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved) }, nil
+}
+
 // helperFsize runs as a child: a file size limit makes a write fail with
 // EFBIG, a real failure even for root. It checks that the old files stay,
 // then lifts the limit and checks that Apply(nil) catches up.
 func helperFsize(dir string, layout Layout) error {
-	signal.Ignore(syscall.SIGXFSZ)
 	w, err := New(Options{Dir: dir, Layout: layout, UID: -1, GID: -1, Fsync: true})
 	if err != nil {
 		return err
@@ -61,11 +74,8 @@ func helperFsize(dir string, layout Layout) error {
 	if _, err := w.Sync(map[string][]byte{"a": []byte("old-a"), "n/b": []byte("old-b")}); err != nil {
 		return err
 	}
-	var saved syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
-		return err
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 1024, Max: saved.Max}); err != nil {
+	lift, err := limitFileSize(1024)
+	if err != nil {
 		return err
 	}
 	big := bytes.Repeat([]byte("n"), 4096)
@@ -79,7 +89,7 @@ func helperFsize(dir string, layout Layout) error {
 	if gens := genDirs(dir); layout == Atomic && len(gens) != 1 {
 		return fmt.Errorf("generations after failed Apply = %v, want the old one only", gens)
 	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+	if err := lift(); err != nil {
 		return err
 	}
 	res, err := w.Apply(nil)
@@ -101,7 +111,6 @@ func helperFsize(dir string, layout Layout) error {
 // halfway has changed a file already; the next successful call must report
 // Changed even though it has nothing left to write.
 func helperPending(dir string) error {
-	signal.Ignore(syscall.SIGXFSZ)
 	w, err := New(Options{Dir: dir, Layout: Plain, UID: -1, GID: -1})
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -323,7 +322,6 @@ func TestFailedBuildCountsNothing(t *testing.T) {
 // visible, so the result counts nothing, and reverting the change is a
 // no-op that reports no change.
 func helperVisible(dir string) error {
-	signal.Ignore(syscall.SIGXFSZ)
 	w, err := New(Options{Dir: dir, UID: -1, GID: -1})
 	if err != nil {
 		return err
@@ -331,18 +329,15 @@ func helperVisible(dir string) error {
 	if _, err := w.Sync(map[string][]byte{"a": []byte("old-a"), "b": []byte("old-b")}); err != nil {
 		return err
 	}
-	var saved syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
-		return err
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 1024, Max: saved.Max}); err != nil {
+	lift, err := limitFileSize(1024)
+	if err != nil {
 		return err
 	}
 	res, err := w.Apply([]Change{{Key: "a", Value: []byte("new-a")}, {Key: "b", Value: make([]byte, 4096)}})
 	if !errors.Is(err, syscall.EFBIG) || res.Changed || res.Written != 0 || res.Removed != 0 {
 		return fmt.Errorf("failed Apply = %+v, %v; want EFBIG and nothing counted", res, err)
 	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &saved); err != nil {
+	if err := lift(); err != nil {
 		return err
 	}
 	res, err = w.Apply([]Change{{Key: "a", Value: []byte("old-a")}, {Key: "b", Value: []byte("old-b")}})
