@@ -1,10 +1,13 @@
-// Package metrics is what dispenser tells about itself over HTTP: Prometheus
-// metrics on /metrics, liveness on /healthz and readiness on /readyz.
+// Package metrics is what dispenser and etcha tell about themselves over
+// HTTP: dispenser's Prometheus metrics on /metrics, liveness on /healthz and
+// readiness on /readyz ([Metrics]); etcha's metrics of spec §8 ([Etcha]),
+// served by [Handler] behind run.systemMetricsKey.
 //
-// It holds counters and gauges on a private registry (never the global one)
-// and serves them; it does not decide what healthy means. The caller passes
-// a Health function that returns nil when healthy or an error that says
-// why not, and a Ready function.
+// It holds counters and gauges on private registries (never the global
+// one) and serves them; it does not decide what healthy means. The caller
+// passes a Health function that returns nil when healthy or an error that
+// says why not, and a Ready function. It imports no other package of this
+// module.
 package metrics
 
 import (
@@ -93,6 +96,10 @@ func New() *Metrics {
 		}, m.sinceLastApply))
 	return m
 }
+
+// Registry is the registry Handler serves on /metrics, for more collectors
+// such as NewEtcha's (dispenser --patterns serves etcha's metrics there).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 func (m *Metrics) sinceLastApply() float64 {
 	ns := m.lastApply.Load()
