@@ -381,3 +381,59 @@ func TestEtchaOnDispenserRegistry(t *testing.T) {
 		t.Errorf("go_goroutines missing or repeated")
 	}
 }
+
+// TestEtchaConcurrent: runs, shells and scrapes at once (run with -race)
+// lose no count, and every scrape sees exactly one etcha_sources_commands
+// pair per source that has run.
+func TestEtchaConcurrent(t *testing.T) {
+	m, srv := etchaServer(t, "k")
+	const workers, runs = 4, 100
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range runs {
+				addr := fmt.Sprintf("192.0.2.%d:%d", w, i)
+				m.Ran(Run{Source: "web", Trigger: "push", PublicKey: "k1", RemoteAddr: addr, Changed: i})
+				m.Shell("web", "k1", addr, true)
+				m.Shell("web", "k1", addr, false)
+			}
+		}()
+	}
+	for range 20 {
+		samples, _ := scrape(t, srv.URL+"/?key=k")
+		if got := len(family(samples, "etcha_sources_commands")); got != 0 && got != 2 {
+			t.Errorf("etcha_sources_commands has %d series during runs, want 0 or 2", got)
+		}
+	}
+	for range workers {
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("workers did not finish within a minute")
+		}
+	}
+	samples, _ := scrape(t, srv.URL+"/?key=k")
+	total := 0.0
+	for _, s := range family(samples, "etcha_sources_total") {
+		v, err := strconv.ParseFloat(s[strings.LastIndexByte(s, ' ')+1:], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += v
+	}
+	if total != workers*runs {
+		t.Errorf("sum of etcha_sources_total = %v, want %d", total, workers*runs)
+	}
+	if got := len(family(samples, "etcha_sources_commands")); got != 2 {
+		t.Errorf("etcha_sources_commands has %d series, want 2", got)
+	}
+	if got := len(family(samples, "etcha_sources_shells")); got != workers {
+		t.Errorf("etcha_sources_shells has %d series, want %d (one per client IP, ports dropped)", got, workers)
+	}
+	for _, s := range family(samples, "etcha_sources_shells") {
+		if !strings.HasSuffix(s, " 0") {
+			t.Errorf("shell still active after all ended: %s", s)
+		}
+	}
+}
