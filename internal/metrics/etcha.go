@@ -134,6 +134,8 @@ func (m *Etcha) Shell(source, publicKey, remoteAddr string, active bool) {
 	v := 0.0
 	if m.shellsOpen[k] > 0 {
 		v = 1
+	} else {
+		delete(m.shellsOpen, k)
 	}
 	m.shells.WithLabelValues(k[:]...).Set(v)
 }
@@ -159,7 +161,7 @@ func Handler(g prometheus.Gatherer, key string) http.Handler {
 		}
 		keys := r.URL.Query()["key"]
 		if len(keys) != 1 {
-			http.Error(w, "missing key; add ?key=<run.systemMetricsKey>", http.StatusUnauthorized)
+			http.Error(w, "missing or repeated key; add ?key=<run.systemMetricsKey> once", http.StatusUnauthorized)
 			return
 		}
 		if got := sha256.Sum256([]byte(keys[0])); subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
