@@ -165,7 +165,7 @@ func (s *state) plan(cur string, old map[string]bool) (keep map[string]bool, cha
 func (s *state) matchesIn(gen, key string) bool {
 	dir, base := split(key)
 	fd, err := s.top.open(path.Join(gen, dir))
-	return err == nil && s.matches(fd, base, s.w.desired[key])
+	return err == nil && s.matchesKey(fd, base, key)
 }
 
 // buildGen creates the next generation directory holding every valid key.
@@ -202,7 +202,11 @@ func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 				continue
 			}
 		}
-		if _, err := s.writeNew(gfd, base, gen+"/"+k, s.w.desired[k]); err != nil {
+		v, err := s.value(k)
+		if err != nil {
+			return err
+		}
+		if _, err := s.writeNew(gfd, base, gen+"/"+k, v); err != nil {
 			return err
 		}
 		s.wrote[k] = true

@@ -134,6 +134,31 @@ func (s *state) matches(dirfd int, name string, data []byte) bool {
 	return n == len(data) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && bytes.Equal(got[:n], data)
 }
 
+// matchesKey reports whether name in dirfd is key's file: its value while
+// the writer holds it, else the digest of what it wrote.
+func (s *state) matchesKey(dirfd int, name, key string) bool {
+	if v := s.w.desired[key]; v != nil {
+		return s.matches(dirfd, name, v)
+	}
+	want, ok := s.w.disk[key]
+	if !ok {
+		return false
+	}
+	fd, err := unix.Openat(dirfd, name, oRead, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || !isReg(&st) || st.Size != int64(want.n) || !s.attrsOK(&st) {
+		return false
+	}
+	got := make([]byte, want.n+1)
+	n, err := io.ReadFull(f, got)
+	return n == want.n && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && sumOf(got[:n]) == want
+}
+
 func (s *state) attrsOK(st *unix.Stat_t) bool {
 	o := s.w.opts
 	if os.FileMode(st.Mode&0o777) != o.FileMode || st.Mode&(unix.S_ISUID|unix.S_ISGID|unix.S_ISVTX) != 0 {

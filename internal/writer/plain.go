@@ -137,7 +137,7 @@ func (s *state) plainPlan(m *manifest) []string {
 	w := s.w
 	var toWrite []string
 	for _, k := range s.valid {
-		if fd, err := s.parentOf(k); err == nil && s.matches(fd, path.Base(k), w.desired[k]) {
+		if fd, err := s.parentOf(k); err == nil && s.matchesKey(fd, path.Base(k), k) {
 			if !m.Files[k] {
 				w.log.Info("adopting existing file with identical content", "key", k, "path", k)
 				m.addFile(k)
@@ -272,8 +272,12 @@ func (s *state) writePlain(key string, known bool, left *atomicLeftovers) error 
 	case !known && !left.isLink(key):
 		s.w.log.Warn("replacing file dispenser did not create", "key", key, "path", key)
 	}
+	v, err := s.value(key)
+	if err != nil {
+		return err
+	}
 	tmp := tempName(tmpPrefix + base)
-	tst, err := s.writeNew(pfd, tmp, path.Join(dir, tmp), s.w.desired[key])
+	tst, err := s.writeNew(pfd, tmp, path.Join(dir, tmp), v)
 	if err != nil {
 		return err
 	}

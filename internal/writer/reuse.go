@@ -41,7 +41,7 @@ func (s *state) atomicDelta(delta []string) error {
 		return errStale
 	}
 	for _, k := range delta {
-		if _, bad := w.bad[k]; !w.index.valid[k] && w.disk[k] != nil && !bad {
+		if _, bad := w.bad[k]; !w.index.valid[k] && hasKey(w.disk, k) && !bad {
 			s.res.Removed++
 		}
 	}
@@ -251,7 +251,11 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 				continue
 			}
 		}
-		if _, err := s.writeNew(gfd, base, gen+"/"+k, w.desired[k]); err != nil {
+		v, err := s.value(k)
+		if err != nil {
+			return err
+		}
+		if _, err := s.writeNew(gfd, base, gen+"/"+k, v); err != nil {
 			return err
 		}
 		if isDelta[k] {

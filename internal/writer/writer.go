@@ -154,7 +154,6 @@
 package writer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -280,7 +279,7 @@ type Writer struct {
 	log        *slog.Logger
 	euid, egid int // the writer's own ids: what it creates is theirs
 
-	desired map[string][]byte    // full desired state, including rejected keys
+	desired map[string][]byte    // full desired state, including rejected keys; nil once the file holds it (then see disk)
 	index   *keyIndex            // validity of the desired keys
 	warned  map[string]bool      // rejected keys already logged
 	bad     map[string]Rejection // valid keys found unwritable by the last call
@@ -288,12 +287,13 @@ type Writer struct {
 	// disk is what the last successful call left on disk, keyed by path;
 	// trusted is false after an error, before the first call and during
 	// Sync, when the disk is inspected instead of trusting disk.
-	disk    map[string][]byte
+	disk    map[string]digest
 	trusted bool
 	pending bool            // a failed call may have changed visible files
 	gen     string          // atomic: generation directory disk lives in
 	made    map[fileID]bool // atomic: generation directories this Writer created
 	retired *retiredGen     // atomic: the generation before gen, kept for reuse
+	paged   *paged          // a SyncPage under way; nil when none
 	man     *manifest       // plain: what the writer created, as on disk
 	now     func() time.Time
 
@@ -326,7 +326,7 @@ func New(opts Options) (*Writer, error) {
 		made:    make(map[fileID]bool),
 		desired: make(map[string][]byte),
 		warned:  make(map[string]bool),
-		disk:    make(map[string][]byte),
+		disk:    make(map[string]digest),
 		now:     time.Now,
 	}, nil
 }
@@ -422,15 +422,21 @@ func probeFile(dir string) (*os.File, error) {
 // earlier calls: files are compared byte for byte and rewritten if they
 // differ, modes and owners are corrected, and entries left by an earlier
 // process (other generations, stale symlinks, manifest entries) are removed.
-// Use it at start-up and on every resync. The writer copies full.
+// Use it at start-up and on every resync. The writer keeps the values of
+// full (the caller must not modify them) only until their files are
+// written; then it keeps a digest of each (see [ErrResync]).
 //
 // On error the desired state is kept, so the next Sync or Apply retries. In
 // the atomic layout the previous snapshot stays intact and readable; in the
 // plain layout files written before the failure are already new.
 func (w *Writer) Sync(full map[string][]byte) (Result, error) {
+	w.abandonPaged()
 	w.desired = make(map[string][]byte, len(full))
 	for k, v := range full {
-		w.desired[k] = clone(v)
+		if v == nil {
+			v = []byte{}
+		}
+		w.desired[k] = v
 	}
 	w.trusted = false
 	return w.reconcile(true)
@@ -448,6 +454,7 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 // atomic layout the previous snapshot stays intact and readable; in the
 // plain layout files written before the failure are already new.
 func (w *Writer) Apply(changes []Change) (Result, error) {
+	w.abandonPaged()
 	if !w.trusted || w.index == nil {
 		for _, c := range changes {
 			if c.Delete {
@@ -483,6 +490,11 @@ func (w *Writer) reconcile(full bool) (Result, error) {
 	err := w.openTarget(s)
 	if err == nil {
 		defer s.top.close()
+		for k, v := range w.desired {
+			if v == nil && !w.index.valid[k] {
+				s.keepValue(k)
+			}
+		}
 		if w.opts.Layout == Plain {
 			err = s.plain()
 		} else {
@@ -491,11 +503,15 @@ func (w *Writer) reconcile(full bool) (Result, error) {
 	}
 	res, err := w.finish(s, err)
 	if err == nil {
-		w.disk = make(map[string][]byte, len(valid))
+		disk := make(map[string]digest, len(valid))
 		for _, k := range valid {
 			if _, bad := s.bad[k]; !bad || w.opts.Layout == Atomic {
-				w.disk[k] = w.desired[k] // atomic: an unwritable key's file is in the generation
+				disk[k] = w.sum(k) // atomic: an unwritable key's file is in the generation
 			}
+		}
+		w.disk = disk
+		for k := range disk {
+			w.drop(k)
 		}
 	}
 	return res, err
@@ -555,10 +571,10 @@ func (w *Writer) applyDelta(touched map[string]bool) (Result, error) {
 	slices.Sort(work)
 	var delta []string // keys whose file must change
 	for _, k := range work {
-		v, want := w.desired[k]
+		_, want := w.desired[k]
 		want = want && w.index.valid[k]
 		d, have := w.disk[k]
-		if want != have || want && !bytes.Equal(v, d) {
+		if want != have || want && w.sum(k) != d {
 			delta = append(delta, k)
 		}
 	}
@@ -569,6 +585,11 @@ func (w *Writer) applyDelta(touched map[string]bool) (Result, error) {
 	err := w.openTarget(s)
 	if err == nil {
 		defer s.top.close()
+		for _, k := range delta {
+			if !w.index.valid[k] {
+				s.keepValue(k)
+			}
+		}
 		if w.opts.Layout == Plain {
 			err = s.plainDelta(delta)
 		} else {
@@ -584,13 +605,19 @@ func (w *Writer) applyDelta(touched map[string]bool) (Result, error) {
 		for _, k := range delta {
 			_, bad := s.bad[k]
 			if w.index.valid[k] && (!bad || w.opts.Layout == Atomic) {
-				w.disk[k] = w.desired[k]
+				w.disk[k] = w.sum(k)
+				w.drop(k)
 			} else {
 				delete(w.disk, k)
 			}
 		}
 	}
 	return res, err
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // errStale says that the disk is not what the writer's memory says.
