@@ -107,20 +107,27 @@ func (s script) command(ctx context.Context, env map[string]string, text string)
 	if err != nil {
 		return nil, err
 	}
-	cred, err := credential(s.exec.User, s.exec.Group)
+	return newCmd(ctx, s.exec, env, args)
+}
+
+// newCmd builds the process args under e with the environment env: user
+// and group, working directory, and its own process group, killed when
+// ctx is done.
+func newCmd(ctx context.Context, e Exec, env map[string]string, args []string) (*exec.Cmd, error) {
+	cred, err := credential(e.User, e.Group)
 	if err != nil {
 		return nil, err
 	}
-	if s.exec.WorkDir != "" {
+	if e.WorkDir != "" {
 		// Checked here because a failed chdir in the child is reported as
 		// "fork/exec <interpreter>: no such file or directory".
-		if fi, err := os.Stat(s.exec.WorkDir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("exec.workDir %q is not a directory; create it or change workDir", s.exec.WorkDir)
+		if fi, err := os.Stat(e.WorkDir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("exec.workDir %q is not a directory; create it or change workDir", e.WorkDir)
 		}
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = flatEnv(env)
-	cmd.Dir = s.exec.WorkDir
+	cmd.Dir = e.WorkDir
 	// Own process group, so cancellation also kills the script's children.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -157,21 +164,27 @@ func SetStartHook(h StartHook) {
 
 // runOwned is cmd.Run, through the StartHook when one is set.
 func runOwned(cmd *exec.Cmd) error {
-	h := startHook.Load()
-	if h == nil {
-		return cmd.Run()
-	}
-	release, err := (*h)(func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		return cmd.Process.Pid, nil
-	})
+	release, err := startOwned(cmd)
 	if err != nil {
 		return err
 	}
 	defer release()
 	return cmd.Wait()
+}
+
+// startOwned is cmd.Start, through the StartHook when one is set. The
+// caller calls release once cmd.Wait has returned.
+func startOwned(cmd *exec.Cmd) (release func(), err error) {
+	h := startHook.Load()
+	if h == nil {
+		return func() {}, cmd.Start()
+	}
+	return (*h)(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
 }
 
 // exitCode interprets the result err of Cmd.Run: the exit code, or -1 and

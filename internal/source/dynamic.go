@@ -24,7 +24,10 @@ func (e *Engine) Add(ctx context.Context, c Config) error {
 	if dup {
 		return fmt.Errorf("source %q is registered already; add each source once", c.Name)
 	}
-	s := &src{cfg: c}
+	s, err := newSrc(c)
+	if err != nil {
+		return err
+	}
 	e.restore(ctx, s) // before s is visible, so s.cur needs no lock
 	e.mu.Lock()
 	defer e.mu.Unlock()

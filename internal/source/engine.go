@@ -9,10 +9,17 @@
 // source are queued first in, first out unless it sets runMulti. At start-up
 // ([New]) each source restores its saved JWT, else its static commands.
 //
+// It dispatches events (spec §4.6): after a run, the etcha:<name> events
+// its commands fired, gated by the sender's eventsSend, run the sources
+// that receive them, one after the other through their queues, from one
+// engine-wide queue; system events come in through [Engine.Fire]. It runs
+// webhooks ([Engine.Webhook], §4.7) and applies the stdout and exit
+// events.
+//
 // It deliberately knows nothing about where JWTs come from: it does not read
-// pull paths, fetch URLs, watch etcd, listen for HTTP, dispatch events or
+// pull paths, fetch URLs, watch etcd, listen for HTTP, start shells or
 // keep metrics. Callers hand it JWT text with an [Origin] and get a
-// [Result]; [Options.OnResult] is the seam for events, webhooks and metrics.
+// [Result]; [Options.OnResult] is the seam for metrics.
 package source
 
 import (
@@ -21,6 +28,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -73,6 +82,18 @@ type Config struct {
 	RunMulti          bool // let runs overlap instead of queueing
 	PullIgnoreVersion bool // ignore etchaVersion when comparing (spec §3.7)
 	AllowRollback     bool // accept a JWT older than the current one (spec §11.10)
+
+	// EventsSend is sources.<s>.eventsSend: a Go regexp, fully anchored,
+	// on the names (without "etcha:") of the events this source's runs
+	// may send to other sources; "" lets none through (spec §4.1, §4.6
+	// rule 1).
+	EventsSend string
+	// EventsReceive is sources.<s>.eventsReceive: the event names
+	// (exact) that run this source.
+	EventsReceive []string
+	// WebhookPaths is sources.<s>.webhookPaths: the request paths (exact)
+	// this source answers (spec §4.7).
+	WebhookPaths []string
 }
 
 // Options configure an Engine. Only Renderer is required.
@@ -100,6 +121,9 @@ type Options struct {
 	// far as a Result (including refusals), in the caller's goroutine,
 	// after the source's queue is released. It must not block for long.
 	OnResult func(source string, origin Origin, r Result)
+	// Stdout is where the stdout event prints its output, a line each
+	// (spec §4.6); nil means os.Stdout.
+	Stdout io.Writer
 }
 
 // ErrClosed is returned by Receive and Run after Close has begun, and to
@@ -118,6 +142,11 @@ type Engine struct {
 	cancelRuns context.CancelCauseFunc
 	stop       chan struct{} // closed when Close begins
 
+	events events // the event queue and its dispatcher (events.go)
+
+	outMu sync.Mutex // serialises the stdout event's lines
+	out   io.Writer
+
 	mu     sync.Mutex
 	closed bool
 	calls  sync.WaitGroup // Receive and Run calls in progress
@@ -126,6 +155,7 @@ type Engine struct {
 // src is one source and its current pattern.
 type src struct {
 	cfg   Config
+	send  *regexp.Regexp // Config.EventsSend, anchored; nil lets none through
 	queue fifo
 
 	mu  sync.Mutex
@@ -154,9 +184,12 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 	if opts.Renderer == nil {
 		return nil, errors.New("source engine: no Renderer; set Options.Renderer")
 	}
-	e := &Engine{opts: opts, log: opts.Logger, sources: map[string]*src{}, stop: make(chan struct{})}
+	e := &Engine{opts: opts, log: opts.Logger, sources: map[string]*src{}, stop: make(chan struct{}), out: opts.Stdout}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if e.out == nil {
+		e.out = os.Stdout
 	}
 	e.cmdLog, e.log = e.log, e.log.With("component", "source")
 	for _, c := range sources {
@@ -166,7 +199,11 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 		if _, dup := e.sources[c.Name]; dup {
 			return nil, fmt.Errorf("source %q configured twice; give each source one entry", c.Name)
 		}
-		e.sources[c.Name] = &src{cfg: c}
+		s, err := newSrc(c)
+		if err != nil {
+			return nil, err
+		}
+		e.sources[c.Name] = s
 		e.names = append(e.names, c.Name)
 	}
 	slices.Sort(e.names)
@@ -174,7 +211,21 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 	for _, n := range e.names {
 		e.restore(ctx, e.sources[n])
 	}
+	e.events.start(e)
 	return e, nil
+}
+
+// newSrc checks c's settings that can be wrong and makes its src.
+func newSrc(c Config) (*src, error) {
+	s := &src{cfg: c}
+	if c.EventsSend != "" {
+		re, err := regexp.Compile(`^(?:` + c.EventsSend + `)$`)
+		if err != nil {
+			return nil, fmt.Errorf("source %q: eventsSend %q is not a valid Go regexp (%v); fix the expression", c.Name, c.EventsSend, err)
+		}
+		s.send = re
+	}
+	return s, nil
 }
 
 // Names returns the source names in order.
@@ -216,6 +267,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { // owned: Close waits for done below on both paths
 		e.calls.Wait()
+		<-e.events.done // the dispatcher stops at e.stop; its Run calls are in e.calls
 		close(done)
 	}()
 	select {
@@ -269,10 +321,14 @@ func (e *Engine) runContext(ctx context.Context) (context.Context, context.Cance
 	return ctx, func() { stop(); cancel(context.Canceled) }
 }
 
-func (e *Engine) report(name string, r Result) {
+// report ends every Receive and Run that got a Result: it prints the
+// stdout events, calls OnResult, then queues the events to dispatch.
+func (e *Engine) report(s *src, r Result) {
+	e.printStdout(r.Events)
 	if e.opts.OnResult != nil {
-		e.opts.OnResult(name, r.Origin, r)
+		e.opts.OnResult(s.cfg.Name, r.Origin, r)
 	}
+	e.queueEvents(s, r)
 }
 
 // clip shortens untrusted text for messages.

@@ -52,7 +52,7 @@ func (e *Engine) Receive(ctx context.Context, name, jwt string, o Origin) (Resul
 	if err != nil {
 		return Result{}, err
 	}
-	e.report(name, r)
+	e.report(s, r)
 	return r, nil
 }
 
@@ -219,7 +219,7 @@ func (e *Engine) Run(ctx context.Context, name string, o Origin) (Result, error)
 	r := e.runCurrent(ctx, s, cur, Result{Source: name, Origin: o, Mode: command.ModeChange})
 	cancel()
 	release()
-	e.report(name, r)
+	e.report(s, r)
 	return r, nil
 }
 
