@@ -1,16 +1,19 @@
 // Package listen is the HTTPS listener of etcha's listen mode (spec §4.10):
-// one TLS server, rate limited per client IP, that serves the push receiver
-// (POST /etcha/v1/push/<source>, spec §4.8, §11.7) and any handler a caller
-// adds with [Server.Handle] (events, webhooks, shell and metrics are the
-// next issue's).
+// one TLS server, rate limited per client IP on every endpoint, that
+// serves the push receiver (POST /etcha/v1/push/<source>, spec §4.8,
+// §11.7), webhook paths (spec §4.7), shell sessions over server-sent events
+// (/etcha/v1/shell/<source>, spec §4.9) and any handler a caller adds with
+// [Server.Handle] (etcha adds the metrics endpoint).
 //
 // It deliberately knows nothing about sources, JWTs or commands: a push is
-// handed, unread beyond its size limit, to a [Pusher], which verifies and
-// runs it and says whether the source exists. It does not parse etcha's
-// configuration file either; the caller fills [Options].
+// handed, unread beyond its size limit, to a [Pusher], a webhook to a
+// [Webhooker], a shell request's token to a [Sheller], which verify and
+// run them. It does not parse etcha's configuration file either; the
+// caller fills [Options].
 package listen
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +32,10 @@ const (
 	DefaultListenAddress   = ":4000"
 	DefaultTimeoutPush     = 10 * time.Minute
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultReadHeaderTimeout bounds reading a request's header, and
+	// DefaultBodyTimeout reading its body, when Options.ReadTimeout is 0.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultBodyTimeout       = time.Minute
 )
 
 // Options configure a Server. The zero value listens on :4000 with a
@@ -63,9 +70,31 @@ type Options struct {
 	// for requests in flight; then their contexts are cancelled. 0 means
 	// 10s.
 	ShutdownTimeout time.Duration
+	// TimeoutWebhook (run.timeoutWebhook) bounds one webhook's run; 0
+	// means 10m. Over it: 504.
+	TimeoutWebhook time.Duration
+	// TimeoutShell (run.timeoutShell) bounds one shell session; 0 means
+	// 10m.
+	TimeoutShell time.Duration
+	// ReadTimeout bounds reading a request's header and, separately, its
+	// body (not the shell's event stream, which is written, not read); 0
+	// means 10s for the header and 1m for the body. A client slower than
+	// that is disconnected.
+	ReadTimeout time.Duration
+	// ShellKeepalive is the interval of the shell stream's keepalive
+	// event; 0 or more than 10s means 10s.
+	ShellKeepalive time.Duration
 	// Pusher receives pushes. nil: the push endpoint answers 404 like
 	// any unknown path.
 	Pusher Pusher
+	// Webhooks runs the requests to WebhookPaths (exact paths, each
+	// valid for CheckWebhookPath). nil or no paths: every path that is
+	// not another endpoint answers 404.
+	Webhooks     Webhooker
+	WebhookPaths []string
+	// Shells authorizes and starts shell sessions. nil: the shell
+	// endpoint answers 404.
+	Shells Sheller
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -82,6 +111,17 @@ type Server struct {
 	pusher      Pusher
 	timeoutPush time.Duration
 	grace       time.Duration
+	bodyTimeout time.Duration
+
+	webhooks       Webhooker
+	webhookPaths   map[string]bool
+	timeoutWebhook time.Duration
+
+	shells       Sheller
+	timeoutShell time.Duration
+	keepalive    time.Duration
+	// sessions holds the open shell sessions by ID.
+	sessions sync.Map // string → *session
 
 	// hard is the parent of every handler's work context; it is cancelled
 	// when the shutdown grace period is over.
@@ -102,21 +142,28 @@ type Server struct {
 // Errors are one line saying what to change.
 func New(opts Options) (*Server, error) {
 	s := &Server{
-		mux:         http.NewServeMux(),
-		log:         opts.Logger,
-		pusher:      opts.Pusher,
-		timeoutPush: opts.TimeoutPush,
-		grace:       opts.ShutdownTimeout,
+		mux:            http.NewServeMux(),
+		log:            opts.Logger,
+		pusher:         opts.Pusher,
+		timeoutPush:    cmp.Or(max(opts.TimeoutPush, 0), DefaultTimeoutPush),
+		grace:          cmp.Or(max(opts.ShutdownTimeout, 0), DefaultShutdownTimeout),
+		bodyTimeout:    cmp.Or(max(opts.ReadTimeout, 0), DefaultBodyTimeout),
+		webhooks:       opts.Webhooks,
+		webhookPaths:   map[string]bool{},
+		timeoutWebhook: cmp.Or(max(opts.TimeoutWebhook, 0), DefaultTimeoutWebhook),
+		shells:         opts.Shells,
+		timeoutShell:   cmp.Or(max(opts.TimeoutShell, 0), DefaultTimeoutShell),
+		keepalive:      min(cmp.Or(max(opts.ShellKeepalive, 0), MaxKeepalive), MaxKeepalive),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("component", "listen")
-	if s.timeoutPush <= 0 {
-		s.timeoutPush = DefaultTimeoutPush
-	}
-	if s.grace <= 0 {
-		s.grace = DefaultShutdownTimeout
+	for _, p := range opts.WebhookPaths {
+		if err := CheckWebhookPath(p); err != nil {
+			return nil, err
+		}
+		s.webhookPaths[p] = true
 	}
 	rate, err := ParseRate(opts.RateLimitRate)
 	if err != nil {
@@ -128,9 +175,16 @@ func New(opts Options) (*Server, error) {
 	if s.cert, err = certificate(opts, s.log); err != nil {
 		return nil, err
 	}
+	// Push and shell check their methods themselves (405), since "/"
+	// matches every method and would otherwise turn a wrong method into
+	// a webhook 404.
 	if s.pusher != nil {
-		s.mux.HandleFunc("POST "+PushPath+"{source...}", s.push)
+		s.mux.HandleFunc(PushPath+"{source...}", s.push)
 	}
+	if s.shells != nil {
+		s.mux.HandleFunc(ShellPath+"{source...}", s.shell)
+	}
+	s.mux.HandleFunc("/", s.webhook)
 	addr := opts.ListenAddress
 	if addr == "" {
 		addr = DefaultListenAddress
@@ -142,7 +196,7 @@ func New(opts Options) (*Server, error) {
 	s.srv = &http.Server{
 		Handler:           s.middleware(s.mux),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cmp.Or(max(opts.ReadTimeout, 0), DefaultReadHeaderTimeout),
 		IdleTimeout:       2 * time.Minute,
 		// TLS handshake errors from scanners and clients that do not
 		// trust the self-signed certificate are noise at Info.
@@ -244,16 +298,26 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		s.handlers.Add(1)
 		s.mu.Unlock()
 		defer s.handlers.Done()
-		if s.limit != nil && !s.limit.allow(clientIP(r), time.Now()) {
-			s.log.Info("rate limited", "remote", r.RemoteAddr, "path", r.URL.Path)
+		if ok, wait := s.take(r); !ok {
+			s.log.Info("rate limited", "remote", r.RemoteAddr, "path", r.URL.Path, "retryAfter", wait)
 			// The body is not read: close the connection rather than
 			// drain it.
 			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", retryAfter(wait))
 			http.Error(w, "too many requests", http.StatusTooManyRequests)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// take takes a token for r's client; without a rate limit it always has
+// one.
+func (s *Server) take(r *http.Request) (bool, time.Duration) {
+	if s.limit == nil {
+		return true, 0
+	}
+	return s.limit.take(clientIP(r), time.Now())
 }
 
 // clientIP is the rate-limit key: the IP of the TCP peer. Forwarding

@@ -4,22 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // PushPath is the prefix of the push endpoint: POST PushPath + "<source>".
 const PushPath = "/etcha/v1/push/"
 
 // MaxPushBytes is the largest push body accepted; a larger one gets 413.
-const MaxPushBytes = 4 << 20
-
-// bodyReadTimeout bounds reading a push body, so that a client that trickles
-// its body does not hold a handler for TimeoutPush.
-const bodyReadTimeout = time.Minute
+const MaxPushBytes = MaxBodyBytes
 
 // ErrNotFound is what a Pusher's error wraps when the push must be answered
 // 404 (spec §4.8): the source does not exist, does not allowPush, or the
@@ -89,34 +83,24 @@ func (f PusherFunc) Push(ctx context.Context, p Push) (Result, error) { return f
 //     TimeoutPush and the end of the shutdown grace do.
 //  4. Answer 200 with the Result JSON, or 404/500/504.
 func (s *Server) push(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		notAllowed(w, http.MethodPost)
+		return
+	}
 	p := Push{Source: r.PathValue("source"), RemoteAddr: r.RemoteAddr}
 	if p.Source == "" {
 		http.NotFound(w, r)
 		return
 	}
 	log := s.log.With("source", p.Source, "remote", r.RemoteAddr)
-	// (1)
-	if r.ContentLength > MaxPushBytes {
-		log.Warn("push refused: body too large", "bytes", r.ContentLength, "max", MaxPushBytes)
-		tooLarge(w)
+	body, ok := s.readBody(w, r, log, "push") // (1)
+	if !ok {
 		return
 	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPushBytes))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			log.Warn("push refused: body too large", "max", MaxPushBytes)
-			tooLarge(w)
-			return
-		}
-		log.Warn("push refused: reading the body", "err", err)
-		http.Error(w, "cannot read the request body", http.StatusBadRequest)
-		return
-	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	p.JWT = strings.TrimSpace(string(body))
 	// (2)
 	q := r.URL.Query()
+	var err error
 	if v := q.Get("check"); v != "" {
 		if p.Check, err = strconv.ParseBool(v); err != nil {
 			http.Error(w, "check="+strconv.Quote(v)+": want check=true or check=false", http.StatusBadRequest)
@@ -168,5 +152,11 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request) {
 // the body is never read.
 func tooLarge(w http.ResponseWriter) {
 	w.Header().Set("Connection", "close")
-	http.Error(w, "push body over 4 MiB", http.StatusRequestEntityTooLarge)
+	http.Error(w, "request body over 4 MiB", http.StatusRequestEntityTooLarge)
+}
+
+// notAllowed answers 405 with the allowed methods.
+func notAllowed(w http.ResponseWriter, allow ...string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 }

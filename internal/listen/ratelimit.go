@@ -87,6 +87,14 @@ func newLimiter(r Rate, max int) *limiter {
 // allow takes one token from key's bucket at now, and reports whether
 // there was one.
 func (l *limiter) allow(key string, now time.Time) bool {
+	ok, _ := l.take(key, now)
+	return ok
+}
+
+// take takes one token from key's bucket at now. When there is none it
+// takes nothing and returns how long until one will be there (the
+// reservation's delay), for Retry-After.
+func (l *limiter) take(key string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.clients[key]
@@ -98,7 +106,21 @@ func (l *limiter) allow(key string, now time.Time) bool {
 		l.clients[key] = c
 	}
 	c.seen = now
-	return c.lim.AllowN(now, 1)
+	r := c.lim.ReserveN(now, 1)
+	if !r.OK() { // only with a burst of 0, which ParseRate never gives
+		return false, l.idle
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// retryAfter is the Retry-After value for a wait of d: whole seconds,
+// rounded up, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
 }
 
 // evict makes room for one key: it forgets every key whose bucket is full

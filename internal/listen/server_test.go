@@ -99,7 +99,7 @@ func TestHandle(t *testing.T) {
 	if code, body := s.post(t, "/hooks/deploy", nil); code != http.StatusOK || body != "POST deploy" {
 		t.Errorf("POST /hooks/deploy = %d %q, want 200 %q", code, body, "POST deploy")
 	}
-	for _, pattern := range []string{"/hooks/deploy", "/etcha/v1/push/web", "GET /{a}{b}"} {
+	for _, pattern := range []string{"/hooks/deploy", "/etcha/v1/push/{name...}", "GET /{a}{b}"} {
 		err := s.Handle(pattern, http.NotFoundHandler())
 		t.Logf("Handle(%q) = %v", pattern, err)
 		if err == nil || strings.Contains(err.Error(), "\n") {
