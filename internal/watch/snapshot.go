@@ -11,43 +11,85 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// snap is the content of the prefix at one revision.
-type snap struct {
-	rev     int64
+// page is one Get response of a snapshot, reduced to the keys under the
+// prefixes.
+type page struct {
+	rev     int64 // the snapshot's revision, the same on every page
+	index   int   // 0 for the first page
+	last    bool  // no page follows
 	changes []Change
 }
 
+// resync reads a snapshot and sends it with cause as one Reset batch, or
+// with PagedResets as one Reset batch per page. It returns the snapshot's
+// revision; or the etcd error that stopped the read, after which the
+// consumer may have seen some Partial pages; or ctx's error.
+func (w *Watcher) resync(ctx context.Context, out chan<- Batch, cause string) (int64, error) {
+	if w.paged {
+		return w.snapshot(ctx, func(p page) bool {
+			return w.send(ctx, out, Batch{Rev: p.rev, Reset: true, Changes: p.changes, Cause: cause, Page: p.index, Partial: !p.last})
+		})
+	}
+	var all []Change
+	rev, err := w.snapshot(ctx, func(p page) bool {
+		if all == nil {
+			all = p.changes
+		} else {
+			all = append(all, p.changes...)
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !w.send(ctx, out, Batch{Rev: rev, Reset: true, Changes: all, Cause: cause}) {
+		return 0, ctx.Err()
+	}
+	return rev, nil
+}
+
 // snapshot reads the whole prefix (the range covering all prefixes, keeping
-// only the keys under one) at one revision, PageSize keys per
-// request. The first page fixes the revision; later pages read at that
-// revision from just after the last key seen. Reads are linearizable (never
+// only the keys under one) at one revision, PageSize keys per request,
+// and passes each page to emit before it reads the next one, so the next
+// read overlaps whatever the consumer does with the page emit handed over.
+// The first page fixes the revision; later pages read at that revision
+// from just after the last key seen. Reads are linearizable (never
 // WithSerializable), so the snapshot is at least as new as anything the
 // cluster has acknowledged, and never older than events already sent.
-func (w *Watcher) snapshot(ctx context.Context) (snap, error) {
-	var s snap
+// It returns the revision, the first Get error, or ctx's error if emit
+// returned false.
+func (w *Watcher) snapshot(ctx context.Context, emit func(page) bool) (int64, error) {
+	var rev int64
 	key, end := w.start, w.end
-	for page := 0; ; page++ {
+	for i := 0; ; i++ {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(w.pageSize)}
-		if page > 0 {
-			opts = append(opts, clientv3.WithRev(s.rev))
+		if i > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
 		}
 		resp, err := w.get(ctx, key, opts...)
 		if err != nil {
-			return snap{}, err
+			return 0, err
 		}
-		if page == 0 {
-			s.rev = resp.Header.Revision
+		if i == 0 {
+			rev = resp.Header.Revision
 		}
+		p := page{rev: rev, index: i, last: !resp.More || len(resp.Kvs) == 0}
 		for _, kv := range resp.Kvs {
-			if p, ok := w.match(string(kv.Key)); ok {
-				s.changes = append(s.changes, Change{Key: strings.TrimPrefix(string(kv.Key), p), Prefix: p, Value: kv.Value})
+			if pre, ok := w.match(string(kv.Key)); ok {
+				p.changes = append(p.changes, Change{Key: strings.TrimPrefix(string(kv.Key), pre), Prefix: pre, Value: kv.Value})
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		if p.last {
 			w.update(func(st *Status) { st.LastHeard = time.Now() })
-			return s, nil
+		} else {
+			key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		if !emit(p) {
+			return 0, ctx.Err()
+		}
+		if p.last {
+			return rev, nil
+		}
 	}
 }
 

@@ -70,6 +70,19 @@ type Batch struct {
 	// catch-up keeps receiving while More is set, with a short timeout for
 	// the second case.
 	More bool
+	// Page is the index of this batch within a paged snapshot
+	// (Options.PagedResets): 0 for the first page. Every page of one
+	// snapshot has Reset=true, the same Rev and Cause, and its Changes
+	// sorted by key and after the previous page's. A batch with Reset=true
+	// and Page=0 starts a snapshot; if a snapshot read fails midway and is
+	// retried, the consumer sees Page=0 again and must discard the pages it
+	// had. Always 0 without PagedResets.
+	Page int
+	// Partial is true on every page of a paged snapshot except the last:
+	// the state is not complete until a Reset batch with Partial=false
+	// arrives (only then may the consumer delete keys it did not see,
+	// swap, or signal). Always false without PagedResets.
+	Partial bool
 }
 
 // Resync cause kinds; Batch.Cause starts with one of these.
@@ -110,6 +123,13 @@ type Options struct {
 	// PageSize is the number of keys per Get request of a snapshot; zero
 	// means 1000.
 	PageSize int64
+	// PagedResets, when true, sends each snapshot as one batch per page
+	// read from etcd (PageSize keys) instead of one batch holding the
+	// whole prefix, and reads the next page while the consumer handles the
+	// previous one: the Watcher holds at most the page being sent and the
+	// one being read. See Batch.Page and Batch.Partial. Off by default:
+	// every snapshot is one Reset batch.
+	PagedResets bool
 	// MinBackoff and MaxBackoff bound the delay between retries after etcd
 	// errors (exponential, with full jitter); zero means 100ms and 30s.
 	MinBackoff, MaxBackoff time.Duration
@@ -160,6 +180,7 @@ type Watcher struct {
 	start    string   // the key range read and watched: [start, end)
 	end      string
 	pageSize int64
+	paged    bool
 	minBO    time.Duration
 	maxBO    time.Duration
 	reqTO    time.Duration
@@ -177,6 +198,7 @@ func New(opts Options) *Watcher {
 		prefix:   strings.Join(append([]string{opts.Prefix}, opts.Also...), ","),
 		prefixes: append([]string{opts.Prefix}, opts.Also...),
 		pageSize: opts.PageSize,
+		paged:    opts.PagedResets,
 		minBO:    opts.MinBackoff,
 		maxBO:    opts.MaxBackoff,
 		reqTO:    opts.RequestTimeout,
@@ -243,30 +265,27 @@ func (w *Watcher) match(key string) (string, bool) {
 // that stops reading must cancel ctx. Call Run at most once at a time.
 //
 // Steps, repeated until ctx is done:
-//  1. Read a snapshot of the prefix at one revision; on error log, back off
-//     and retry.
-//  2. Send it as a Reset batch.
-//  3. Watch the revisions after the snapshot and send one batch per
+//  1. Read a snapshot of the prefix at one revision and send it as a Reset
+//     batch (with PagedResets, one Reset batch per page, as each page is
+//     read); on error log, back off and retry from the first page.
+//  2. Watch the revisions after the snapshot and send one batch per
 //     revision, until the watch loses continuity.
-//  4. Back off (the delay resets once a watch has proved healthy) and go to 1.
+//  3. Back off (the delay resets once a watch has proved healthy) and go to 1.
 func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 	bo := newBackoff(w.minBO, w.maxBO)
 	cause := CauseInitial
 	for {
-		snap, err := w.snapshot(ctx) // (1)
+		rev, err := w.resync(ctx, out, cause) // (1)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			if !w.retryGet(ctx, bo, err) {
 				return ctx.Err()
 			}
 			continue
 		}
-		if !w.send(ctx, out, Batch{Rev: snap.rev, Reset: true, Changes: snap.changes, Cause: cause}) { // (2)
-			return ctx.Err()
-		}
-		res := w.follow(ctx, snap.rev, out) // (3)
+		res := w.follow(ctx, rev, out) // (2)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -274,7 +293,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Batch) error {
 			bo.reset()
 		}
 		cause = res.cause
-		d := bo.next() // (4)
+		d := bo.next() // (3)
 		w.logResync(res, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
@@ -318,8 +337,11 @@ func (w *Watcher) send(ctx context.Context, out chan<- Batch, b Batch) bool {
 		return false
 	}
 	w.update(func(s *Status) {
-		s.Rev = b.Rev
 		s.LastBatch = time.Now()
+		if b.Partial {
+			return // the consumer is not at b.Rev until the last page
+		}
+		s.Rev = b.Rev
 		if b.Reset {
 			s.Resyncs[CauseKind(b.Cause)]++
 		}
