@@ -92,6 +92,10 @@ type Daemon struct {
 	childStart time.Time        // when the child was started
 	reload     <-chan time.Time // a reload held back by startGrace; nil when none
 	rejected   map[string]bool  // keys rejected by the last write, counted already
+	needResync bool             // the failed write needs the whole prefix read again
+	pageBegan  time.Time        // when the first page of the paged snapshot under way came
+	stopWatch  func()           // stops the watcher goroutine and waits for it
+	batches    chan watch.Batch // where the watcher sends
 	failures   int              // consecutive failed writes, for the retry backoff
 	retryIn    time.Duration    // backoff after the last failed write
 	wantRev    int64            // etcd revision of the newest batch taken
@@ -142,6 +146,7 @@ func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
 		Prefix:           d.opts.Prefix,
 		ProgressInterval: d.opts.WatchProbe,
 		Logger:           d.log,
+		PagedResets:      true, // each page is written as it arrives (see page)
 	}
 	if d.opts.Patterns != nil {
 		wopts.Also = []string{d.opts.Patterns.Prefix}
@@ -165,18 +170,15 @@ func (d *Daemon) Run(ctx context.Context, client *clientv3.Client) error {
 //  4. Apply batches and forward signals until the child exits or SIGTERM,
 //     SIGINT or ctx's end asks us to stop.
 func (d *Daemon) run(ctx context.Context) error {
-	watchCtx, stopWatch := context.WithCancel(ctx)
 	batches := make(chan watch.Batch)
-	watchDone, connDone := make(chan struct{}), make(chan struct{})
-	go func() { // (1)
-		defer close(watchDone)
-		d.watcher.Run(watchCtx, batches)
-	}()
+	d.startWatch(ctx, batches) // (1)
+	connCtx, stopConn := context.WithCancel(ctx)
+	connDone := make(chan struct{})
 	go func() {
 		defer close(connDone)
-		d.followConn(watchCtx, d.client.ActiveConnection(), d.client.Endpoints())
+		d.followConn(connCtx, d.client.ActiveConnection(), d.client.Endpoints())
 	}()
-	stop := func() { stopWatch(); <-watchDone; <-connDone }
+	stop := func() { d.stopWatch(); stopConn(); <-connDone }
 	defer stop()
 
 	sig, err := d.firstSync(ctx, batches) // (2)
@@ -195,6 +197,30 @@ func (d *Daemon) run(ctx context.Context) error {
 	stop()                     // no write is in flight here: the loop does them
 	d.log.Info("stopped watching etcd")
 	return d.stopChild(sig)
+}
+
+// startWatch runs the watcher on its own goroutine, sending on batches,
+// and sets d.stopWatch, which stops it and waits for it.
+func (d *Daemon) startWatch(ctx context.Context, batches chan watch.Batch) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	d.batches = batches
+	go func() {
+		defer close(done)
+		d.watcher.Run(ctx, batches)
+	}()
+	d.stopWatch = func() { cancel(); <-done }
+}
+
+// resync restarts the watcher, so that it reads the whole prefix again:
+// the writer needs it after a paged snapshot failed to be written, since
+// it never held the snapshot's values, or when it found a file it wrote
+// damaged ([writer.ErrResync]).
+func (d *Daemon) resync(ctx context.Context) {
+	d.needResync = false
+	d.log.Info("reading the whole prefix again to retry the failed write", "dir", d.opts.Target)
+	d.stopWatch()
+	d.startWatch(ctx, d.batches)
 }
 
 // startChild starts the child, giving it the terminal when dispenser has
@@ -243,6 +269,10 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 			return nil, d.initialTimeout()
 		case <-retry:
 			retry = nil
+			if d.needResync {
+				d.resync(ctx)
+				continue
+			}
 		case s := <-d.stops:
 			return d.stoppedBeforeSync(s), nil
 		case s := <-d.sigs:
@@ -251,7 +281,7 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 		case <-ctx.Done():
 			return syscall.SIGTERM, nil
 		}
-		if !p.reset && d.failures == 0 {
+		if p.paging || !p.reset && d.failures == 0 {
 			continue // only a complete snapshot can be the first write
 		}
 		if _, err := d.flush(&p); err != nil {
@@ -302,6 +332,9 @@ func (d *Daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 			if s := d.drain(ctx, &p, batches); s != nil {
 				return d.stopOrExit(s)
 			}
+			if p.paging {
+				continue // the rest of the snapshot comes first
+			}
 			var s os.Signal
 			switch {
 			case retry != nil && p.patterns == nil && !p.patternsReset: // backing off: the retry writes this too
@@ -327,6 +360,10 @@ func (d *Daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 			}
 		case <-retry:
 			retry = nil
+			if d.needResync {
+				d.resync(ctx)
+				continue
+			}
 			wait.done()
 			if s := d.flushAndSignal(ctx, &p, &retry); s != nil {
 				return s
@@ -437,14 +474,25 @@ func (d *Daemon) flush(p *pending) (bool, error) {
 	var res writer.Result
 	var err error
 	began := time.Now()
-	if p.reset {
+	paged := p.reset && p.full == nil
+	switch {
+	case paged: // written page by page as it came; then what came after it
+		res, err, began = p.synced, p.syncErr, d.pageBegan
+		if err == nil && len(p.changes) > 0 {
+			var more writer.Result
+			more, err = d.writer.Apply(p.list())
+			res = writer.Result{Changed: res.Changed || more.Changed, Written: res.Written + more.Written,
+				Removed: res.Removed + more.Removed, Rejected: more.Rejected}
+		}
+	case p.reset:
 		res, err = d.writer.Sync(p.full)
-	} else {
+	default:
 		res, err = d.writer.Apply(p.list())
 	}
 	p.takeFiles()
 	d.countRejections(res.Rejected)
 	if err != nil {
+		d.needResync = paged || errors.Is(err, writer.ErrResync)
 		d.failures++
 		d.retryIn = d.backoff()
 		d.writeErr.Store(&err)
@@ -600,16 +648,45 @@ func (d *Daemon) add(p *pending, b watch.Batch) {
 	cause := ""
 	if b.Reset {
 		cause = watch.CauseKind(b.Cause)
-		if cause != watch.CauseInitial {
+		if cause != watch.CauseInitial && b.Page == 0 {
 			d.log.Info("full resync from etcd", "rev", b.Rev, "cause", b.Cause)
 		}
 	}
-	d.metrics.Received(b.Rev, cause)
 	prefix := ""
 	if d.opts.Patterns != nil {
 		prefix = d.opts.Patterns.Prefix
 	}
+	if b.Reset { // Options.PagedResets: every snapshot comes in pages
+		d.page(p, b, prefix)
+		return
+	}
+	d.metrics.Received(b.Rev, cause)
 	p.add(b, prefix)
+}
+
+// page writes one page of a paged snapshot at once, so that the
+// snapshot's values are never all in memory: the writer builds the next
+// state from the pages and commits it with the last one (in the atomic
+// layout nothing is visible before). The result waits in p for flush,
+// which signals. After a failed page the rest of the snapshot is only
+// counted; flush then reports the error and the retry reads the prefix
+// again.
+func (d *Daemon) page(p *pending, b watch.Batch, prefix string) {
+	if b.Page == 0 {
+		d.pageBegan = time.Now()
+	}
+	files := p.addPage(b, prefix)
+	if !b.Partial {
+		d.metrics.Received(b.Rev, watch.CauseKind(b.Cause))
+	}
+	if b.Page > 0 && p.syncErr != nil {
+		return
+	}
+	res, err := d.writer.SyncPage(files, b.Page == 0, !b.Partial)
+	if err != nil {
+		p.syncErr = err
+	}
+	p.synced = res
 }
 
 // drain takes every batch that is ready without waiting, so a burst (a

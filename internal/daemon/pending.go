@@ -15,9 +15,17 @@ import (
 // after a reset the whole set.
 type pending struct {
 	reset   bool
-	full    map[string][]byte        // when reset
-	changes map[string]writer.Change // when !reset
+	full    map[string][]byte        // when reset, unless the snapshot came in pages
+	changes map[string]writer.Change // when !reset, or after a paged snapshot
 	rev     int64
+
+	// A snapshot in pages (watch.Options.PagedResets) is written page by
+	// page as it arrives (see Daemon.page), never held here: paging is set
+	// from its first page to its last, and after the last, reset is set and
+	// synced holds what writing it did.
+	paging  bool
+	synced  writer.Result
+	syncErr error
 
 	patterns      map[string]patternChange // by source name; nil when none changed
 	patternsReset bool                     // patterns holds every pattern key
@@ -36,6 +44,59 @@ func (p *pending) add(b watch.Batch, patternPrefix string) {
 	if b.Reset && patternPrefix != "" { // the complete set of pattern keys follows
 		p.patterns, p.patternsReset = map[string]patternChange{}, true
 	}
+	files := p.split(b, patternPrefix)
+	if b.Reset {
+		p.reset, p.changes, p.paging = true, nil, false
+		p.full = make(map[string][]byte, len(files))
+		for _, c := range files {
+			p.full[c.Key] = c.Value
+		}
+		return
+	}
+	for _, c := range files {
+		switch {
+		case p.full != nil && c.Delete:
+			delete(p.full, c.Key)
+		case p.full != nil:
+			p.full[c.Key] = c.Value
+		default:
+			if p.changes == nil {
+				p.changes = map[string]writer.Change{}
+			}
+			p.changes[c.Key] = writer.Change{Key: c.Key, Value: c.Value, Delete: c.Delete}
+		}
+	}
+}
+
+// addPage takes one page of a paged snapshot: the pattern keys go to
+// patterns; the files are returned, to be written at once. The first
+// page drops what is pending for the files (the snapshot supersedes it);
+// the last marks the files as a complete snapshot.
+func (p *pending) addPage(b watch.Batch, patternPrefix string) []writer.Change {
+	p.rev = b.Rev
+	if b.Page == 0 {
+		if patternPrefix != "" {
+			p.patterns, p.patternsReset = map[string]patternChange{}, true
+		}
+		p.reset, p.full, p.changes, p.paging = false, nil, nil, true
+		p.synced, p.syncErr = writer.Result{}, nil
+	}
+	files := p.split(b, patternPrefix)
+	out := make([]writer.Change, len(files))
+	for i, c := range files {
+		out[i] = writer.Change{Key: c.Key, Value: c.Value}
+	}
+	if !b.Partial {
+		p.paging, p.reset = false, true
+	}
+	return out
+}
+
+// split puts the pattern keys of b into p.patterns and returns the files.
+func (p *pending) split(b watch.Batch, patternPrefix string) []watch.Change {
+	if patternPrefix == "" {
+		return b.Changes
+	}
 	var files []watch.Change
 	for _, c := range b.Changes {
 		if patternPrefix != "" && c.Prefix == patternPrefix {
@@ -47,27 +108,7 @@ func (p *pending) add(b watch.Batch, patternPrefix string) {
 		}
 		files = append(files, c)
 	}
-	if b.Reset {
-		p.reset, p.changes = true, nil
-		p.full = make(map[string][]byte, len(files))
-		for _, c := range files {
-			p.full[c.Key] = c.Value
-		}
-		return
-	}
-	for _, c := range files {
-		switch {
-		case p.reset && c.Delete:
-			delete(p.full, c.Key)
-		case p.reset:
-			p.full[c.Key] = c.Value
-		default:
-			if p.changes == nil {
-				p.changes = map[string]writer.Change{}
-			}
-			p.changes[c.Key] = writer.Change{Key: c.Key, Value: c.Value, Delete: c.Delete}
-		}
-	}
+	return files
 }
 
 // list returns the merged file changes in key order.
@@ -81,7 +122,10 @@ func (p *pending) list() []writer.Change {
 }
 
 // takeFiles empties the file part.
-func (p *pending) takeFiles() { p.reset, p.full, p.changes = false, nil, nil }
+func (p *pending) takeFiles() {
+	p.reset, p.full, p.changes = false, nil, nil
+	p.synced, p.syncErr = writer.Result{}, nil
+}
 
 // takePatterns returns the pattern part and empties it.
 func (p *pending) takePatterns() (changes map[string]patternChange, reset bool) {
