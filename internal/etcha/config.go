@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/dispenser-dev/dispenser/internal/command"
+	"github.com/dispenser-dev/dispenser/internal/listen"
 	"github.com/dispenser-dev/dispenser/internal/pattern"
 	"github.com/dispenser-dev/dispenser/internal/token"
 )
@@ -70,6 +71,8 @@ type TargetConfig struct {
 	Insecure bool `json:"insecure,omitempty"`
 	// PathPush defaults to "/etcha/v1/push".
 	PathPush string `json:"pathPush,omitempty"`
+	// PathShell defaults to "/etcha/v1/shell".
+	PathShell string `json:"pathShell,omitempty"`
 	// Port defaults to 4000; a number or a string of digits.
 	Port portValue `json:"port,omitempty"`
 	// SourcePatterns maps a source name to the pattern path or command
@@ -98,6 +101,13 @@ type RunConfig struct {
 	RandomizedStartDelaySec int `json:"randomizedStartDelaySec,omitempty"`
 	// TimeoutPush bounds the run a push starts; 0 means 10m.
 	TimeoutPush pattern.Duration `json:"timeoutPush,omitempty"`
+	// TimeoutWebhook bounds a webhook's runs (then 504, commands
+	// killed); TimeoutShell a shell session. 0 means 10m.
+	TimeoutWebhook pattern.Duration `json:"timeoutWebhook,omitempty"`
+	TimeoutShell   pattern.Duration `json:"timeoutShell,omitempty"`
+	// SystemMetricsKey enables GET /etcha/v1/system/metrics?key=<key>;
+	// "" disables it (404).
+	SystemMetricsKey string `json:"systemMetricsKey,omitempty"`
 }
 
 // HTTPClientConfig holds httpClient.* keys, for pulls and pushes.
@@ -134,6 +144,8 @@ type SourceConfig struct {
 	AllowRollback     bool             `json:"allowRollback,omitempty"`
 	CheckOnly         bool             `json:"checkOnly,omitempty"`
 	Commands          command.Commands `json:"commands,omitempty"`
+	EventsReceive     []string         `json:"eventsReceive,omitempty"`
+	EventsSend        string           `json:"eventsSend,omitempty"`
 	Exec              *command.Exec    `json:"exec,omitempty"`
 	JWTRule           string           `json:"jwtRule,omitempty"`
 	NoRemove          bool             `json:"noRemove,omitempty"`
@@ -142,9 +154,14 @@ type SourceConfig struct {
 	PullPaths         []string         `json:"pullPaths,omitempty"`
 	RunFrequency      pattern.Duration `json:"runFrequency,omitempty"`
 	RunMulti          bool             `json:"runMulti,omitempty"`
-	TriggerOnly       bool             `json:"triggerOnly,omitempty"`
-	Vars              map[string]any   `json:"vars,omitempty"`
-	VerifyKeys        stringList       `json:"verifyKeys,omitempty"`
+	// Shell is the exec of `etcha shell` sessions; a command enables
+	// them.
+	Shell       *command.Exec  `json:"shell,omitempty"`
+	TriggerOnly bool           `json:"triggerOnly,omitempty"`
+	Vars        map[string]any `json:"vars,omitempty"`
+	VerifyKeys  stringList     `json:"verifyKeys,omitempty"`
+	// WebhookPaths are the exact request paths this source answers.
+	WebhookPaths []string `json:"webhookPaths,omitempty"`
 }
 
 // LoadOptions say where configuration comes from.
@@ -318,6 +335,14 @@ func (c *Config) Validate() error {
 		}
 		if err := s.Commands.Validate(); err != nil {
 			return fmt.Errorf("config sources.%s.commands: %w", name, err)
+		}
+		if _, err := regexp.Compile(s.EventsSend); err != nil {
+			return fmt.Errorf("config sources.%s.eventsSend %q: %v; fix the regular expression (\".*\" sends every event, \"\" none)", name, s.EventsSend, err)
+		}
+		for i, p := range s.WebhookPaths {
+			if err := listen.CheckWebhookPath(p); err != nil {
+				return fmt.Errorf("config sources.%s.webhookPaths[%d]: %w", name, i, err)
+			}
 		}
 		if s.RunFrequency < 0 {
 			return fmt.Errorf("config sources.%s.runFrequency is negative; use a duration such as \"5m\", or \"\" for start-up only", name)

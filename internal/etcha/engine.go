@@ -68,6 +68,7 @@ func (a *App) NewEngine(ctx context.Context, o EngineOptions) (*source.Engine, e
 		Environ:    a.Env,
 		Logger:     a.logger(),
 		OnResult:   o.OnResult,
+		Stdout:     a.stdout(),
 	}, cfgs)
 }
 
@@ -93,6 +94,9 @@ func (a *App) sourceConfig(name string) (source.Config, error) {
 		RunMulti:          src.RunMulti,
 		PullIgnoreVersion: src.PullIgnoreVersion,
 		AllowRollback:     src.AllowRollback,
+		EventsSend:        src.EventsSend,
+		EventsReceive:     src.EventsReceive,
+		WebhookPaths:      src.WebhookPaths,
 	}
 	if len(src.Commands) > 0 {
 		exec, err := a.mergeExec(name, src, "", nil)

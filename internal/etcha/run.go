@@ -12,10 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dispenser-dev/dispenser/internal/etcdenv"
 	"github.com/dispenser-dev/dispenser/internal/listen"
+	"github.com/dispenser-dev/dispenser/internal/metrics"
 	"github.com/dispenser-dev/dispenser/internal/pull"
 	"github.com/dispenser-dev/dispenser/internal/source"
 )
@@ -39,6 +41,9 @@ type RunOptions struct {
 	// start-up (spec §4.2 step 4), with the listener's address ("" with
 	// Once) and certificate. Tests use it; it must not block for long.
 	Ready func(addr string, cert tls.Certificate)
+	// Listen adjusts the listener's options before it starts (tests
+	// shorten its timeouts); nil changes nothing.
+	Listen func(*listen.Options)
 }
 
 // Run is `etcha run` (spec §4.2):
@@ -54,11 +59,16 @@ type RunOptions struct {
 //     etcd:/// pull path and hand each new value to the source at once
 //     (not with Once).
 //
-// Once ctx is done (SIGTERM/SIGINT) it stops accepting pushes and
+// The system events pull (after every pull attempt), push (after every
+// push whose JWT verified) and shell (after a shell started) are fired
+// for the sources that receive them (spec §4.6).
+//
+// Once ctx is done (SIGTERM/SIGINT), or a command fired etcha:exit and the
+// engine finished it (Engine.Exited), it stops accepting requests and
 // starting runs, lets runs in progress finish for up to Grace (or until
 // Kill is closed), then kills their commands, and returns nil. With Once
-// it returns when step 4 is done: an error if a source failed (a run
-// error, or no valid pull path).
+// it returns when step 4 is done and every event it caused was dispatched:
+// an error if a source failed (a run error, or no valid pull path).
 func (a *App) Run(ctx context.Context, o RunOptions) error {
 	if o.Grace <= 0 {
 		o.Grace = DefaultGrace
@@ -79,7 +89,7 @@ func (a *App) Run(ctx context.Context, o RunOptions) error {
 	work := context.WithoutCancel(ctx)
 	var srv *listen.Server
 	if !o.Once { // (3)
-		if srv, err = a.newListener(r); err != nil {
+		if srv, err = a.newListener(r, o.Listen); err != nil {
 			_ = r.engine.Close(ctx) // nothing ran yet
 			return err
 		}
@@ -116,11 +126,16 @@ func (a *App) Run(ctx context.Context, o RunOptions) error {
 			o.Ready(addr, cert)
 		}
 		if o.Once {
+			// Dispatch the events start-up caused; a signal ends the
+			// wait and is reported below.
+			_ = r.engine.Idle(ctx)
 			break
 		}
 		select {
 		case <-ctx.Done():
 		case err = <-serveErr:
+		case <-r.engine.Exited():
+			a.logger().Info("Exiting: etcha:exit was fired")
 		}
 	case <-ctx.Done():
 	case err = <-serveErr:
@@ -162,15 +177,17 @@ func (a *App) startDelay(ctx context.Context) error {
 type runner struct {
 	a       *App
 	engine  *source.Engine
+	reg     *prometheus.Registry
+	metrics *metrics.Etcha
 	fetcher *pull.Fetcher
 	etcd    *clientv3.Client // nil if no pull path is etcd:///
 	paths   map[string][]pull.Path
-	stdout  sync.Mutex // serializes writes to App.Stdout
 }
 
 func (a *App) newRunner(ctx context.Context) (*runner, error) {
 	c := a.config()
-	r := &runner{a: a, paths: map[string][]pull.Path{}}
+	r := &runner{a: a, paths: map[string][]pull.Path{}, reg: metrics.NewRegistry()}
+	r.metrics = metrics.NewEtcha(r.reg)
 	needEtcd := false
 	for _, name := range slices.Sorted(maps.Keys(c.Sources)) {
 		src := c.Sources[name]
@@ -225,10 +242,12 @@ func (a *App) etcdClient() (*clientv3.Client, error) {
 	return cli, nil
 }
 
-func (a *App) newListener(r *runner) (*listen.Server, error) {
+// newListener makes the listener (spec §4.10): push, webhooks, shell and
+// the metrics endpoint, all behind the rate limit.
+func (a *App) newListener(r *runner, adjust func(*listen.Options)) (*listen.Server, error) {
 	c := a.config()
 	hs := c.HTTPServer
-	return listen.New(listen.Options{
+	o := listen.Options{
 		ListenAddress:        hs.ListenAddress,
 		TLSCertificatePath:   hs.TLSCertificatePath,
 		TLSKeyPath:           hs.TLSKeyPath,
@@ -236,9 +255,38 @@ func (a *App) newListener(r *runner) (*listen.Server, error) {
 		TLSKeyBase64:         hs.TLSKeyBase64,
 		RateLimitRate:        hs.RateLimitRate,
 		TimeoutPush:          time.Duration(c.Run.TimeoutPush),
+		TimeoutWebhook:       time.Duration(c.Run.TimeoutWebhook),
+		TimeoutShell:         time.Duration(c.Run.TimeoutShell),
 		Pusher:               listen.PusherFunc(r.push),
+		Webhooks:             r,
+		WebhookPaths:         r.engine.WebhookPaths(),
+		Shells:               r,
 		Logger:               a.logger(),
+	}
+	if adjust != nil {
+		adjust(&o)
+	}
+	srv, err := listen.New(o)
+	if err != nil {
+		return nil, err
+	}
+	// Without run.systemMetricsKey the handler answers 404.
+	if err := srv.Handle(MetricsPath, metrics.Handler(r.reg, c.Run.SystemMetricsKey)); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// MetricsPath is the metrics endpoint: GET MetricsPath?key=<run.systemMetricsKey>.
+const MetricsPath = "/etcha/v1/system/metrics"
+
+// Webhook is the listener's Webhooker: the engine runs the sources.
+func (r *runner) Webhook(ctx context.Context, w listen.Webhook) (listen.WebhookReply, error) {
+	rep, err := r.engine.Webhook(ctx, source.WebhookRequest{
+		Method: w.Method, Path: w.Path, RawQuery: w.RawQuery, Header: w.Header, Body: w.Body, RemoteAddr: w.RemoteAddr,
 	})
+	return listen.WebhookReply{Found: rep.Found, Body: rep.Body, ContentType: rep.ContentType}, err
 }
 
 // shutdown closes the engine: runs in progress get grace to finish, or
@@ -288,6 +336,7 @@ func (r *runner) pullAndRun(ctx context.Context, name string, tick bool) bool {
 	ok, ran := true, false
 	if paths := r.paths[name]; len(paths) > 0 {
 		var last source.Result
+		defer func() { r.firePull(name, last) }() // after the run, failed or not
 		_, err := r.fetcher.First(ctx, paths, func(p pull.Path, jwt string) error {
 			res, err := r.engine.Receive(ctx, name, jwt, source.Origin{Trigger: source.TriggerPull, Where: p.String(), Tick: tick})
 			switch {
@@ -389,12 +438,19 @@ func (r *runner) receiveWatched(stop, work context.Context, name string, p pull.
 		case ev.Deleted:
 			log.Warn("Watched etcd key is absent; the source keeps its current pattern (removing its work takes a new signed pattern)", "rev", ev.Rev, "cause", ev.Cause)
 		default:
-			_, err := r.engine.Receive(work, name, ev.Value, source.Origin{Trigger: source.TriggerPull, Where: p.String()})
+			res, err := r.engine.Receive(work, name, ev.Value, source.Origin{Trigger: source.TriggerPull, Where: p.String()})
 			if err != nil && !errors.Is(err, source.ErrClosed) {
 				log.Error("Watched value not received", "rev", ev.Rev, "err", err)
 			}
+			r.firePull(name, res)
 		}
 	}
+}
+
+// firePull fires the pull system event after a pull attempt of name (spec
+// §4.3), whatever its outcome; res is the last result, for the key ID.
+func (r *runner) firePull(name string, res source.Result) {
+	r.engine.Fire(source.Event{Name: "pull", Source: name, PublicKey: res.PublicKey})
 }
 
 // mailbox holds the newest event not yet taken.
@@ -444,6 +500,9 @@ func (r *runner) push(ctx context.Context, p listen.Push) (listen.Result, error)
 	if res.Status == source.StatusRefused {
 		return listen.Result{}, fmt.Errorf("%w: source %q refused the JWT (%s): %v", listen.ErrNotFound, p.Source, res.Reason, res.Err)
 	}
+	// A verified push, failed or not (spec §4.8); a refused one fires
+	// nothing, so that nobody can trigger receivers without a key.
+	r.engine.Fire(source.Event{Name: "push", Source: p.Source, PublicKey: res.PublicKey, RemoteAddr: p.RemoteAddr})
 	out := listen.Result{Changed: res.Changed, Removed: res.Removed, Exit: res.Exit, Output: res.Output}
 	if res.Err != nil {
 		out.Err = res.Err.Error()
@@ -451,9 +510,10 @@ func (r *runner) push(ctx context.Context, p listen.Push) (listen.Result, error)
 	return out, nil
 }
 
-// onResult logs every pull and push with its iat and jti and prints the
-// output of etcha:stdout events, as local does.
+// onResult logs every pull and push with its iat and jti, and feeds the
+// metrics. (The engine prints the output of etcha:stdout events itself.)
 func (r *runner) onResult(name string, o source.Origin, res source.Result) {
+	RecordResult(r.metrics, name, o, res)
 	if o.Trigger == source.TriggerPull || o.Trigger == source.TriggerPush {
 		attrs := []any{"source", name, "where", o.Where, "status", res.Status, "tick", o.Tick, "check", o.Check, "jti", res.JTI}
 		if !res.IssuedAt.IsZero() {
@@ -466,12 +526,5 @@ func (r *runner) onResult(name string, o source.Origin, res source.Result) {
 			attrs = append(attrs, "err", res.Err)
 		}
 		r.a.logger().Info(string(o.Trigger), attrs...)
-	}
-	r.stdout.Lock()
-	defer r.stdout.Unlock()
-	for _, ev := range res.Events {
-		if ev.Name == "stdout" {
-			fmt.Fprintln(r.a.stdout(), ev.Output)
-		}
 	}
 }

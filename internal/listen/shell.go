@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,8 +69,9 @@ type Process struct {
 	Stdin  io.WriteCloser
 	Stdout io.Reader
 	Stderr io.Reader
-	// Wait is called once Stdout and Stderr reached EOF and returns the
-	// exit code.
+	// Wait is called once, while Stdout and Stderr are read; it returns
+	// the exit code once the shell exited and its output streams ended
+	// (it must end them itself if a background process holds them).
 	Wait func() (int, error)
 }
 
@@ -147,7 +149,7 @@ type event struct{ name, data string }
 //  1. Send "session" with the ID.
 //  2. Copy stdout and stderr as events, and send a keepalive whenever
 //     the interval passes.
-//  3. Once both reached EOF, wait for the shell and send "exit". If the
+//  3. Once both reached EOF and the shell exited, send "exit". If the
 //     client stopped reading (a write failed or timed out), end the
 //     session: ctx is cancelled and the shell killed.
 func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, id string, p *Process) int {
@@ -194,6 +196,17 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, w http.R
 	pumps.Go(func() { pump("stderr", p.Stderr) })
 	drained := make(chan struct{})
 	go func() { pumps.Wait(); close(drained) }() // ends once both pumps do
+	// Wait runs beside the pumps: it ends the streams a background
+	// process may hold open after the shell exited.
+	var code int
+	waited := make(chan struct{})
+	go func() { // ends once the shell exited (ctx kills it at the latest)
+		defer close(waited)
+		var err error
+		if code, err = p.Wait(); err != nil {
+			code = -1
+		}
+	}()
 	tick := time.NewTicker(s.keepalive)
 	defer tick.Stop()
 	for done := false; !done; { // (2)
@@ -210,10 +223,7 @@ func (s *Server) stream(ctx context.Context, cancel context.CancelFunc, w http.R
 			cancel()
 		}
 	}
-	code, err := p.Wait() // (3)
-	if err != nil {
-		code = -1
-	}
+	<-waited // (3)
 	if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 		send(event{"error", "session ended after run.timeoutShell (" + s.timeoutShell.String() + "); its processes were killed"})
 	}
@@ -248,11 +258,15 @@ func (s *Server) shellInput(w http.ResponseWriter, r *http.Request, src string) 
 		_, err = sess.stdin.Write(body)
 	}
 	if eof && err == nil {
-		err = sess.stdin.Close()
+		// The shell may have exited on the input just written, and its
+		// stdin been closed already: closed is what was asked for.
+		if err = sess.stdin.Close(); errors.Is(err, os.ErrClosed) {
+			err = nil
+		}
 	}
 	if err != nil {
 		log.Info("shell input not written: the shell's stdin is closed", "session", id, "err", err)
-		http.Error(w, "the shell's stdin is closed", http.StatusGone)
+		http.Error(w, "the shell's stdin is closed: "+err.Error(), http.StatusGone)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -7,13 +7,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dispenser-dev/dispenser/internal/command"
 	"github.com/dispenser-dev/dispenser/internal/listen"
 )
 
@@ -46,35 +45,15 @@ func (s *shells) Start(ctx context.Context, sess listen.Session) (*listen.Proces
 	s.mu.Lock()
 	s.count++
 	s.mu.Unlock()
-	args := []string{}
+	e := command.Exec{Command: "sh"}
 	if s.command != "" {
-		args = []string{"-c", s.command}
+		e.Command = "sh -c '" + s.command + "'"
 	}
-	cmd := exec.CommandContext(ctx, "sh", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	stdin, err := cmd.StdinPipe()
+	sh, err := command.StartShell(ctx, e, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &listen.Process{Stdin: stdin, Stdout: stdout, Stderr: stderr, Wait: func() (int, error) {
-		err := cmd.Wait()
-		if cmd.ProcessState == nil {
-			return -1, err
-		}
-		return cmd.ProcessState.ExitCode(), nil
-	}}, nil
+	return &listen.Process{Stdin: sh.Stdin, Stdout: sh.Stdout, Stderr: sh.Stderr, Wait: sh.Wait}, nil
 }
 
 func (s *shells) started() int {
@@ -159,7 +138,11 @@ func (s *server) input(t testing.TB, id, tok, query, body string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Logf("POST %s: %d %s", query, resp.StatusCode, b)
+	}
 	return resp.StatusCode
 }
 
@@ -210,8 +193,9 @@ func TestShell(t *testing.T) {
 	if name, data := ev.next(); name != "exit" || data != "3" {
 		t.Fatalf("event %s %q, want exit 3", name, data)
 	}
-	if code := s.input(t, id, "good", "", "echo late\n"); code != http.StatusNotFound {
-		t.Errorf("POST after the end = %d, want 404", code)
+	// The session is gone (404), or about to be with its stdin closed (410).
+	if code := s.input(t, id, "good", "", "echo late\n"); code != http.StatusNotFound && code != http.StatusGone {
+		t.Errorf("POST after the end = %d, want 404 or 410", code)
 	}
 }
 
