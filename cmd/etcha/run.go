@@ -37,6 +37,8 @@ Commands:
                                         -o runs every source once and exits
   push [-c] [-h host] [-n filter] [-f parentIDs] <source> [command | pattern.jsonnet]
                                         sign and push a pattern or command to targets
+  shell <source> <target | host[:port]> open the source's shell on a target: stdin in,
+                                        stdout and stderr out, its exit code
   version                               print the version
 
 Global flags:
@@ -44,8 +46,8 @@ Global flags:
 
 // run parses the global flags, loads the configuration and runs one
 // command. env is the process environment (etcha_* config overrides,
-// envInherit).
-func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+// envInherit); stdin is relayed by `etcha shell`.
+func run(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("etcha", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SetInterspersed(false)
@@ -86,11 +88,11 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	return dispatch(ctx, app, name, rest, stderr)
+	return dispatch(ctx, app, name, rest, stdin, stderr)
 }
 
 // dispatch parses a command's flags and arguments and runs it.
-func dispatch(ctx context.Context, app *etcha.App, name string, args []string, stderr io.Writer) error {
+func dispatch(ctx context.Context, app *etcha.App, name string, args []string, stdin io.Reader, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("etcha "+name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	switch name {
@@ -168,6 +170,12 @@ func dispatch(ctx context.Context, app *etcha.App, name string, args []string, s
 		}
 		o.Source, o.Payload = pos[0], strings.Join(pos[1:], " ")
 		return app.Push(ctx, o)
+	case "shell":
+		pos, err := parse(fs, args, 2, 2)
+		if err != nil {
+			return err
+		}
+		return app.Shell(ctx, etcha.ShellOptions{Source: pos[0], Target: pos[1], Stdin: stdin, Stderr: stderr})
 	}
 	return etcha.Usagef("unknown command %q; run etcha --help for the list of commands", name)
 }

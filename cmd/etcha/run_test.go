@@ -15,7 +15,7 @@ import (
 func cli(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), args, env, &out, &errOut)
+	err := run(context.Background(), args, env, strings.NewReader(""), &out, &errOut)
 	code = report(&errOut, err)
 	return code, out.String(), errOut.String()
 }

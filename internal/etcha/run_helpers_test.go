@@ -98,15 +98,23 @@ func (b *lockedBuffer) String() string {
 // running is an App.Run in progress.
 type running struct {
 	addr string
+	cert tls.Certificate
 	log  *logSink
 	out  *lockedBuffer
 	stop func() error // cancels Run and returns its error
+	done chan error   // Run's error, once it returned (then put back)
 }
 
 // startRun loads cfg into an App with the real clock, starts Run and
 // waits for start-up (every source pulled and run). env is the App's
 // process environment (ETCD_*).
 func startRun(t testing.TB, cfg string, env ...string) *running {
+	t.Helper()
+	return startRunWith(t, cfg, nil, env...)
+}
+
+// startRunWith is startRun with RunOptions adjusted by adjust (if not nil).
+func startRunWith(t testing.TB, cfg string, adjust func(*RunOptions), env ...string) *running {
 	t.Helper()
 	app, _ := newApp(t, cfg)
 	r := &running{log: newLogSink(), out: &lockedBuffer{}}
@@ -115,9 +123,12 @@ func startRun(t testing.TB, cfg string, env ...string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, RunOptions{Grace: 5 * time.Second, Ready: func(addr string, _ tls.Certificate) { ready <- addr }})
-	}()
+	r.done = done
+	o := RunOptions{Grace: 5 * time.Second, Ready: func(addr string, cert tls.Certificate) { r.cert = cert; ready <- addr }}
+	if adjust != nil {
+		adjust(&o)
+	}
+	go func() { done <- app.Run(ctx, o) }()
 	var once sync.Once
 	var stopErr error
 	r.stop = func() error {
@@ -125,6 +136,7 @@ func startRun(t testing.TB, cfg string, env ...string) *running {
 			cancel()
 			select {
 			case stopErr = <-done:
+				done <- stopErr
 			case <-time.After(waitLong):
 				t.Fatalf("Run did not return within %s of its context ending; log:\n%s", waitLong, r.log.String())
 			}
