@@ -127,11 +127,10 @@ type diskImporter struct {
 	entry    string
 	read     map[string]jsonnet.Contents
 	absolute bool // some import used an absolute path
-	builtin  builtinLib
 }
 
 func (d *diskImporter) Import(from, imported string) (jsonnet.Contents, string, error) {
-	if c, at, ok := d.builtin.lookup(imported); ok {
+	if c, at, ok := builtin(imported); ok {
 		return c, at, nil // not recorded: the bundle never carries it
 	}
 	p := imported
@@ -236,13 +235,14 @@ func sortedPair(a, b string) (string, string) {
 // bundleImporter serves imports from a bundle's files only, plus the
 // built-in NativeLibPath; it never reads the disk, so a pattern renders the
 // same on every machine.
+// It is never modified after it is made, so one importer may serve several
+// VMs at once.
 type bundleImporter struct {
-	files   map[string]jsonnet.Contents
-	builtin builtinLib
+	files map[string]jsonnet.Contents
 }
 
 func (bi *bundleImporter) Import(from, imported string) (jsonnet.Contents, string, error) {
-	if c, at, ok := bi.builtin.lookup(imported); ok {
+	if c, at, ok := builtin(imported); ok {
 		return c, at, nil
 	}
 	key, err := resolve(from, imported)

@@ -2,6 +2,7 @@ package pattern
 
 import (
 	_ "embed" // the built-in library's text
+	"sync"
 
 	"github.com/google/go-jsonnet"
 )
@@ -23,20 +24,16 @@ const NativeLibPath = "etcha/native.libsonnet"
 //go:embed native.libsonnet
 var nativeLib string
 
-// builtinLib serves NativeLibPath for one importer, returning the same
-// Contents every time as go-jsonnet requires.
-type builtinLib struct {
-	contents *jsonnet.Contents
-}
+// nativeLibContents is the built-in library as go-jsonnet Contents, made
+// once: go-jsonnet requires an importer to return the same Contents for
+// the same path, and one value shared by every importer satisfies that for
+// all of them. It is never modified, so it is safe for concurrent use.
+var nativeLibContents = sync.OnceValue(func() jsonnet.Contents { return jsonnet.MakeContents(nativeLib) })
 
-// lookup returns the built-in library if imported names it.
-func (l *builtinLib) lookup(imported string) (jsonnet.Contents, string, bool) {
+// builtin returns the built-in library if imported names it.
+func builtin(imported string) (jsonnet.Contents, string, bool) {
 	if imported != NativeLibPath {
 		return jsonnet.Contents{}, "", false
 	}
-	if l.contents == nil {
-		c := jsonnet.MakeContents(nativeLib)
-		l.contents = &c
-	}
-	return *l.contents, NativeLibPath, true
+	return nativeLibContents(), NativeLibPath, true
 }

@@ -42,7 +42,7 @@ func TestNativeLibCoversNatives(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, f := range (&renderer{}).natives() {
+	for _, f := range natives(&host{}) {
 		names = append(names, `"`+f.Name+`"`)
 	}
 	slices.Sort(names)

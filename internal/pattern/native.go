@@ -15,27 +15,36 @@ import (
 // maxRenderDepth bounds nested render() calls.
 const maxRenderDepth = 8
 
-// natives lists the native functions of spec §5.1. go-jsonnet requires
-// every parameter at the call site; the built-in library NativeLibPath
-// ('etcha/native.libsonnet') has wrappers that supply the defaults
-// (fallback and default null, cache false, prefix empty).
-func (r *renderer) natives() []*jsonnet.NativeFunction {
-	fns := []*jsonnet.NativeFunction{
+// host is what the native functions of one VM call: the renderer of the
+// render in progress. A cached VM (see vmCache) keeps its natives between
+// renders and gets the next render's renderer here; between renders r is
+// nil, so an idle VM holds nothing of a finished render.
+type host struct{ r *renderer }
+
+// natives lists the native functions of spec §5.1, calling h.r. go-jsonnet
+// requires every parameter at the call site; the built-in library
+// NativeLibPath ('etcha/native.libsonnet') has wrappers that supply the
+// defaults (fallback and default null, cache false, prefix empty).
+func natives(h *host) []*jsonnet.NativeFunction {
+	call := func(f func(*renderer, []any) (any, error)) func([]any) (any, error) {
+		return func(args []any) (any, error) { return f(h.r, args) }
+	}
+	return []*jsonnet.NativeFunction{
 		{Name: "getArch", Func: func([]any) (any, error) { return runtime.GOARCH, nil }},
 		{Name: "getOS", Func: func([]any) (any, error) { return runtime.GOOS, nil }},
-		{Name: "getConfig", Func: func([]any) (any, error) { return r.config, nil }},
-		{Name: "getPath", Func: func([]any) (any, error) { return r.path, nil }},
-		{Name: "getEnv", Params: ast.Identifiers{"key", "fallback", "cache"}, Func: r.getEnv},
-		{Name: "getCmd", Params: ast.Identifiers{"command", "fallback", "cache"}, Func: r.getCmd},
-		{Name: "getFile", Params: ast.Identifiers{"path", "fallback", "cache"}, Func: r.getFile},
-		{Name: "getRecord", Params: ast.Identifiers{"type", "name", "fallback", "cache"}, Func: r.getRecord},
-		{Name: "get", Params: ast.Identifiers{"object", "filter", "default", "prefix"}, Func: r.get},
+		{Name: "getConfig", Func: call((*renderer).getConfig)},
+		{Name: "getPath", Func: func([]any) (any, error) { return h.r.path, nil }},
+		{Name: "getEnv", Params: ast.Identifiers{"key", "fallback", "cache"}, Func: call((*renderer).getEnv)},
+		{Name: "getCmd", Params: ast.Identifiers{"command", "fallback", "cache"}, Func: call((*renderer).getCmd)},
+		{Name: "getFile", Params: ast.Identifiers{"path", "fallback", "cache"}, Func: call((*renderer).getFile)},
+		{Name: "getRecord", Params: ast.Identifiers{"type", "name", "fallback", "cache"}, Func: call((*renderer).getRecord)},
+		{Name: "get", Params: ast.Identifiers{"object", "filter", "default", "prefix"}, Func: call((*renderer).get)},
 		{Name: "randStr", Params: ast.Identifiers{"length"}, Func: randStr},
+		// randString is the older name of randStr (spec §9 #17).
+		{Name: "randString", Params: ast.Identifiers{"length"}, Func: randStr},
 		{Name: "regexMatch", Params: ast.Identifiers{"regex", "string"}, Func: regexMatch},
-		{Name: "render", Params: ast.Identifiers{"string"}, Func: r.render},
+		{Name: "render", Params: ast.Identifiers{"string"}, Func: call((*renderer).render)},
 	}
-	// randString is the older name of randStr (spec §9 #17).
-	return append(fns, &jsonnet.NativeFunction{Name: "randString", Params: ast.Identifiers{"length"}, Func: randStr})
 }
 
 // cached wraps a native function with the build→run cache (spec §11.3):
@@ -234,7 +243,7 @@ func (r *renderer) render(args []any) (any, error) {
 	}
 	r.depth++
 	defer func() { r.depth-- }()
-	out, err := r.vm().EvaluateAnonymousSnippet("render", src)
+	out, err := newVM(r.importer, &host{r: r}).EvaluateAnonymousSnippet("render", src)
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
 	}

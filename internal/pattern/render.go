@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/go-jsonnet"
 	"github.com/google/go-jsonnet/ast"
@@ -25,7 +27,10 @@ type Options struct {
 	// returns them as .vars, with .vars.test set from Test.
 	Vars map[string]any
 	// Config is what getConfig() returns (spec §5.2), minus vars/test,
-	// which come from Vars and Test. Nil means {}.
+	// which come from Vars and Test. Nil means {}. Config and Vars are
+	// copied on the render's first getConfig() call (not at all if there
+	// is none); a value JSON cannot encode makes that call fail. The
+	// caller must not change them while Render runs.
 	Config map[string]any
 	// Env is the environment getEnv reads and getCmd runs with: the
 	// effective exec environment. Nil means empty; the process
@@ -54,6 +59,11 @@ type Options struct {
 	NoExternal bool
 	// Test is exposed as getConfig().test and getConfig().vars.test.
 	Test bool
+	// SysInfo, if set, gives getConfig().vars.sysinfo (over any sysinfo in
+	// Vars). It is called at most once per render, and only if the pattern
+	// calls getConfig(), so a render that does not read the config does
+	// not gather sysinfo (pass SysInfo itself, not its result).
+	SysInfo func() map[string]any
 	// Resolver does getRecord lookups; nil means net.DefaultResolver.
 	Resolver *net.Resolver
 	// Logger receives debug records; nil discards them.
@@ -117,20 +127,21 @@ strip(import %q)
 `
 
 func (b *Bundle) evaluate(ctx context.Context, opts Options, library bool) (string, *renderer, error) {
-	files, entry, err := b.normal()
+	l, err := bundles.lease(b)
 	if err != nil {
 		return "", nil, err
 	}
-	r, err := newRenderer(ctx, opts, &bundleImporter{files: files}, b.Root, entry)
+	defer l.release()
+	r, err := newRenderer(ctx, opts, l.imp, b.Root, l.entry)
 	if err != nil {
 		return "", nil, err
 	}
-	vm := r.vm()
+	vm := l.bind(r)
 	var out string
 	if library {
-		out, err = vm.EvaluateAnonymousSnippet(entry, fmt.Sprintf(stripFunctions, entry))
+		out, err = vm.EvaluateAnonymousSnippet(l.entry, fmt.Sprintf(stripFunctions, l.entry))
 	} else {
-		out, err = vm.EvaluateFile(entry)
+		out, err = vm.EvaluateFile(l.entry)
 	}
 	if err != nil {
 		return "", nil, err
@@ -145,8 +156,8 @@ type renderer struct {
 	ctx      context.Context
 	opts     Options
 	importer jsonnet.Importer
-	config   map[string]any
-	path     string // getPath() result
+	config   map[string]any // getConfig() result; nil until its first call
+	path     string         // getPath() result
 	log      *slog.Logger
 	memo     map[string]memoEntry // getFile/getRecord within this render
 	cacheOut map[string]any
@@ -159,10 +170,7 @@ type memoEntry struct {
 }
 
 func newRenderer(ctx context.Context, opts Options, imp jsonnet.Importer, root, entry string) (*renderer, error) {
-	config, err := configValue(opts)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	if opts.Cache, err = jsonCopy(opts.Cache); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -170,7 +178,6 @@ func newRenderer(ctx context.Context, opts Options, imp jsonnet.Importer, root, 
 		ctx:      ctx,
 		opts:     opts,
 		importer: imp,
-		config:   config,
 		log:      opts.Logger,
 		memo:     map[string]memoEntry{},
 	}
@@ -186,6 +193,20 @@ func newRenderer(ctx context.Context, opts Options, imp jsonnet.Importer, root, 
 	return r, nil
 }
 
+// getConfig returns getConfig()'s value, built on the first call of the
+// render: most patterns never call it, and copying the config and vars
+// (sysinfo included) is a good part of a small render.
+func (r *renderer) getConfig([]any) (any, error) {
+	if r.config == nil {
+		c, err := configValue(r.opts)
+		if err != nil {
+			return nil, err
+		}
+		r.config = c
+	}
+	return r.config, nil
+}
+
 // configValue builds getConfig()'s value as plain JSON types.
 func configValue(opts Options) (map[string]any, error) {
 	config, err := jsonCopy(opts.Config)
@@ -196,6 +217,11 @@ func configValue(opts Options) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vars: %w", err)
 	}
+	if opts.SysInfo != nil {
+		if vars["sysinfo"], err = jsonValue(opts.SysInfo()); err != nil {
+			return nil, fmt.Errorf("sysinfo: %w", err)
+		}
+	}
 	vars["test"] = opts.Test
 	config["vars"] = vars
 	config["test"] = opts.Test
@@ -203,31 +229,74 @@ func configValue(opts Options) (map[string]any, error) {
 }
 
 // jsonCopy deep-copies m into the types encoding/json produces, which are
-// the only ones go-jsonnet accepts from native functions.
+// the only ones go-jsonnet accepts from native functions. Nil is an empty
+// map.
 func jsonCopy(m map[string]any) (map[string]any, error) {
-	out := map[string]any{}
 	if m == nil {
-		return out, nil
+		return map[string]any{}, nil
 	}
-	data, err := json.Marshal(m)
+	v, err := jsonValue(m)
 	if err != nil {
 		return nil, err
 	}
+	return v.(map[string]any), nil
+}
+
+// jsonValue deep-copies v into the types encoding/json decodes to: nil,
+// bool, float64, string, []any and map[string]any. Values already of those
+// types (with valid UTF-8 and finite numbers) are copied as they are;
+// anything else is converted by a round trip through encoding/json, which
+// fails as json.Marshal does.
+func jsonValue(v any) (any, error) {
+	switch t := v.(type) {
+	case nil, bool:
+		return t, nil
+	case string:
+		if utf8.ValidString(t) {
+			return t, nil
+		}
+	case float64:
+		if !math.IsNaN(t) && !math.IsInf(t, 0) {
+			return t, nil
+		}
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			c, err := jsonValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+		return out, nil
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			if !utf8.ValidString(k) {
+				return viaJSON(t)
+			}
+			c, err := jsonValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = c
+		}
+		return out, nil
+	}
+	return viaJSON(v)
+}
+
+// viaJSON converts v with a round trip through encoding/json.
+func viaJSON(v any) (any, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, err
 	}
 	return out, nil
-}
-
-// vm returns a fresh VM wired to this render's importer and natives.
-func (r *renderer) vm() *jsonnet.VM {
-	vm := jsonnet.MakeVM()
-	vm.Importer(r.importer)
-	vm.ErrorFormatter = lineFormatter{}
-	for _, f := range r.natives() {
-		vm.NativeFunction(f)
-	}
-	return vm
 }
 
 // lineFormatter prints go-jsonnet errors on one line, location first:

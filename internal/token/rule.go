@@ -91,7 +91,7 @@ func checkPattern(p Pattern) error {
 }
 
 func evalRule(c *Claims, rule string) error {
-	prog, err := compileRule(rule)
+	prog, err := compiledRule(rule)
 	if err != nil {
 		return refuse(ReasonRule, err, "jwtRule %q does not compile: %s; fix the jwtRule setting", rule, firstLine(err))
 	}

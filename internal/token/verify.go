@@ -87,12 +87,21 @@ func Parse(token string, maxSize int) (*Claims, error) {
 	return p.claims, nil
 }
 
-func parse(tok string, maxSize int) (*parsed, error) {
+// checkSize refuses a token over maxSize bytes (DefaultMaxSize when
+// maxSize is 0 or less).
+func checkSize(tok string, maxSize int) error {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxSize
 	}
 	if len(tok) > maxSize {
-		return nil, refuse(ReasonTooLarge, nil, "jwt is %d bytes, over the %d-byte limit; make the pattern smaller or raise the limit", len(tok), maxSize)
+		return refuse(ReasonTooLarge, nil, "jwt is %d bytes, over the %d-byte limit; make the pattern smaller or raise the limit", len(tok), maxSize)
+	}
+	return nil
+}
+
+func parse(tok string, maxSize int) (*parsed, error) {
+	if err := checkSize(tok, maxSize); err != nil {
+		return nil, err
 	}
 	tok = strings.TrimSpace(tok)
 	parts := strings.Split(tok, ".")
@@ -167,15 +176,17 @@ func decodePart(s string, v any) error {
 //
 // Every refusal is a *VerifyError; on refusal the claims are nil. Verify is
 // safe for concurrent use.
+//
+// Steps 1 to 3 depend only on the token text and the keys, so their
+// outcome is cached (bounded, by a hash of both): verifying the same token
+// with the same keys again skips decoding and the signature check, while
+// steps 4 and 5 run on every call. The claims returned are the caller's
+// own: changing them does not change what a later call returns.
 func Verify(token string, opts VerifyOptions) (*Claims, PublicKey, error) {
-	p, err := parse(token, opts.MaxSize) // (1)
-	if err != nil {
+	if err := checkSize(token, opts.MaxSize); err != nil { // (1), before the cache: MaxSize may differ between calls
 		return nil, PublicKey{}, err
 	}
-	if len(opts.Keys) == 0 { // (2)
-		return nil, PublicKey{}, refuse(ReasonNoKeys, nil, "no verify keys configured; add the signer's public key to run.verifyKeys or the source's verifyKeys")
-	}
-	key, err := verifySignature(p, opts.Keys) // (3)
+	claims, key, err := verifyCached(token, opts.Keys) // (1)–(3)
 	if err != nil {
 		return nil, PublicKey{}, err
 	}
@@ -183,12 +194,34 @@ func Verify(token string, opts VerifyOptions) (*Claims, PublicKey, error) {
 	if opts.Now != nil {
 		now = opts.Now
 	}
-	if err := checkTimes(p.claims, now()); err != nil { // (4)
+	if err := checkTimes(claims, now()); err != nil { // (4)
 		return nil, PublicKey{}, err
 	}
-	if err := CheckClaims(p.claims, opts.JWTRule); err != nil { // (5)
+	if err := CheckClaims(claims, opts.JWTRule); err != nil { // (5)
 		return nil, PublicKey{}, err
 	}
+	return claims, key, nil
+}
+
+// verifyCached runs steps 1 to 3 of Verify, or returns their cached
+// outcome for the same token and keys.
+func verifyCached(token string, keys PublicKeys) (*Claims, PublicKey, error) {
+	ck := cacheKey(token, keys)
+	if claims, key, ok := verified.get(ck); ok {
+		return claims, key, nil
+	}
+	p, err := parse(token, len(token)) // (1); the size was checked
+	if err != nil {
+		return nil, PublicKey{}, err
+	}
+	if len(keys) == 0 { // (2)
+		return nil, PublicKey{}, refuse(ReasonNoKeys, nil, "no verify keys configured; add the signer's public key to run.verifyKeys or the source's verifyKeys")
+	}
+	key, err := verifySignature(p, keys) // (3)
+	if err != nil {
+		return nil, PublicKey{}, err
+	}
+	verified.add(ck, len(token), p.claims, key)
 	return p.claims, key, nil
 }
 
