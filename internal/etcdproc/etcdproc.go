@@ -9,8 +9,12 @@
 // prints goes to one log file per member in t.TempDir(), whose tail is
 // shown when the test fails. Every process is killed at t.Cleanup.
 //
-// It deliberately does not fake faults (no proxies, no injected errors) and
-// does not provide TLS or auth; it is not for production use.
+// StartGRPCProxy runs etcd's own gRPC proxy (`etcd grpc-proxy start`) from
+// the same binary, in front of a cluster.
+//
+// It deliberately does not fake faults (no fault-injecting proxies, no
+// injected errors) and does not provide TLS or auth; it is not for
+// production use.
 package etcdproc
 
 import (
@@ -193,9 +197,14 @@ func FreePort(t testing.TB) int {
 // healthy reports whether the member at endpoint answers /health with
 // "health":"true".
 func healthy(ctx context.Context, endpoint string) bool {
+	return healthyAt(ctx, endpoint+"/health")
+}
+
+// healthyAt reports whether a GET of url answers "health":"true".
+func healthyAt(ctx context.Context, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}

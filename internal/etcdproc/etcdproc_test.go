@@ -139,3 +139,38 @@ func TestClusterSurvivesLeaderKill(t *testing.T) {
 
 // syscallKill0 probes whether process pid exists (and is not yet reaped).
 func syscallKill0(pid int) error { return syscall.Kill(pid, 0) }
+
+// TestGRPCProxyServesTheCluster: a put through etcd's gRPC proxy is read
+// back from the member, and the other way round.
+func TestGRPCProxyServesTheCluster(t *testing.T) {
+	c := etcdproc.StartCluster(t, 1)
+	p := etcdproc.StartGRPCProxy(t, c.Endpoints())
+	viaProxy, direct := p.Client(t), c.Client(t)
+	put(t, viaProxy, "a", "through the proxy")
+	if got, want := get(t, direct, "a"), "through the proxy"; got != want {
+		t.Errorf("get a from the member = %q, want %q", got, want)
+	}
+	put(t, direct, "b", "direct")
+	if got, want := get(t, viaProxy, "b"), "direct"; got != want {
+		t.Errorf("get b through the proxy = %q, want %q", got, want)
+	}
+}
+
+// TestPauseStopsAnswering: a paused member answers nothing until resumed,
+// then answers again.
+func TestPauseStopsAnswering(t *testing.T) {
+	c := etcdproc.StartCluster(t, 1)
+	cli := c.Client(t)
+	put(t, cli, "k", "v")
+	c.Member(0).Pause()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, err := cli.Get(ctx, "k")
+	cancel()
+	if err == nil {
+		t.Fatalf("get from a paused member succeeded")
+	}
+	c.Member(0).Resume()
+	if got, want := get(t, cli, "k"), "v"; got != want {
+		t.Errorf("get after Resume = %q, want %q", got, want)
+	}
+}

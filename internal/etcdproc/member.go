@@ -192,3 +192,22 @@ func (m *Member) signalAndWait(sig syscall.Signal) bool {
 		return false
 	}
 }
+
+// Pause stops the member with SIGSTOP: its connections stay open but it
+// answers nothing, as a stuck process would, until Resume.
+func (m *Member) Pause() {
+	m.c.t.Helper()
+	m.mustRun("Pause")
+	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		m.c.t.Fatalf("etcdproc: pause %s: %v", m.name, err)
+	}
+}
+
+// Resume continues a member stopped by Pause (SIGCONT).
+func (m *Member) Resume() {
+	m.c.t.Helper()
+	m.mustRun("Resume")
+	if err := m.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		m.c.t.Fatalf("etcdproc: resume %s: %v", m.name, err)
+	}
+}

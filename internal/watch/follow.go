@@ -36,10 +36,21 @@ type follower struct {
 	start     time.Time
 	created   bool
 	responses int       // responses after creation
-	heard     time.Time // when the last response was received
-	asked     time.Time // when the last progress request was sent; zero if none
-	missed    int       // consecutive unanswered progress requests
+	heard     time.Time // when etcd last answered: a response, or a probe's creation
 	err       error     // the error the watch failed with, if any
+
+	// Liveness rounds, one per ProgressInterval tick (see liveness.go).
+	asked        time.Time // when the current round began; zero before the first
+	sentProgress bool      // a progress request was sent this round
+	sentProbe    bool      // a probe watch was created this round
+	progressAt   time.Time // when the last progress notification arrived
+	probeAt      time.Time // when the last probe watch was confirmed
+	progressLate bool      // the last round's progress request went unanswered
+	missed       int       // consecutive rounds in which etcd answered nothing
+	unanswered   int       // consecutive rounds with a probe answered and progress not
+
+	probeCh     clientv3.WatchChan // the current probe watch; nil if none
+	probeCancel context.CancelFunc
 }
 
 // follow watches the prefix for the revisions after rev and sends one batch
@@ -58,6 +69,7 @@ func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) follo
 	// rev itself are already in the snapshot and batches drops them.
 	wch := w.client.Watch(wctx, w.start, clientv3.WithRange(w.end), clientv3.WithRev(rev),
 		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
+	defer f.stopProbe()
 	var tick <-chan time.Time
 	if w.progress > 0 {
 		t := time.NewTicker(w.progress)
@@ -71,8 +83,10 @@ func (w *Watcher) follow(ctx context.Context, rev int64, out chan<- Batch) follo
 			return followResult{}
 		case resp, ok := <-wch:
 			cause = f.handle(ctx, resp, ok)
+		case resp, ok := <-f.probeCh:
+			f.probed(resp, ok)
 		case <-tick:
-			cause = f.checkProgress(wctx)
+			cause = f.checkLiveness(wctx)
 		}
 		if ctx.Err() != nil {
 			return followResult{}
@@ -102,6 +116,7 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 	}
 	f.responses++
 	if resp.IsProgressNotify() {
+		f.progressAt = f.heard
 		f.w.update(func(s *Status) { s.ProgressNotifies++ })
 		return ""
 	}
@@ -117,7 +132,8 @@ func (f *follower) handle(ctx context.Context, resp clientv3.WatchResponse, ok b
 			return ""
 		}
 		f.lastRev = b.Rev
-		// Time spent waiting for the consumer is not etcd's silence.
+		// Time spent waiting for the consumer is not etcd's silence:
+		// the round starts over.
 		f.asked, f.missed = time.Time{}, 0
 	}
 	return ""
@@ -135,35 +151,6 @@ func (f *follower) failure(resp clientv3.WatchResponse, err error) string {
 		return CauseNoLeader + ": " + err.Error()
 	}
 	return CauseWatchError + ": " + err.Error()
-}
-
-// checkProgress runs on every ProgressInterval tick: it fails the watch if
-// the last two progress requests went unanswered, else sends a new one.
-// One miss is tolerated because etcd drops (rather than defers) a progress
-// request that arrives while the watcher is still catching up, e.g. right
-// after the watch was created.
-func (f *follower) checkProgress(wctx context.Context) string {
-	if !f.asked.IsZero() && f.heard.Before(f.asked) {
-		f.missed++
-	} else {
-		f.missed = 0
-	}
-	if f.missed >= maxMissedProgress {
-		return fmt.Sprintf("%s: etcd answered none of the last %d progress requests, sent every %s",
-			CauseProgressTimeout, f.missed, f.w.progress)
-	}
-	f.asked = time.Now()
-	// RequestProgress blocks while the client reconnects; bound it so that
-	// the next tick can notice the silence. The derived context keeps the
-	// watch context's metadata, so it addresses the watch's own stream.
-	// (If that stream has just ended, the client opens a new one that only
-	// Client.Close releases; this needs a tick to race the watch's end.)
-	ctx, cancel := context.WithTimeout(wctx, f.w.progress)
-	defer cancel()
-	if err := f.w.client.RequestProgress(ctx); err != nil && wctx.Err() == nil {
-		f.w.log.Debug("etcd progress request failed", "err", err)
-	}
-	return ""
 }
 
 // serverChunkRevs is how many revisions etcd puts at most into one watch

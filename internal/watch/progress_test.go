@@ -32,6 +32,10 @@ func TestProgressNotifiesKeepWatchAlive(t *testing.T) {
 	if !st.Connected {
 		t.Errorf("Status().Connected = false while the watch is alive")
 	}
+	if got, want := st.Liveness, watch.LivenessProgress; got != want {
+		t.Errorf("Status().Liveness = %q, want %q", got, want)
+	}
+	waitLog(t, h.logs, "INFO", "liveness signal", watch.LivenessProgress)
 }
 
 func TestSilentEtcdTriggersProgressTimeout(t *testing.T) {

@@ -7,9 +7,10 @@
 // has no gaps and no duplicates: the snapshot is read at a single revision
 // (paged, linearizable) and the watch continues from the revision after
 // it. When continuity is lost (the resume revision was compacted, the watch
-// failed or was cancelled, the member lost its leader, or progress requests
-// went unanswered) the Watcher reads a fresh snapshot and sends it as a
-// Reset batch, which the consumer must treat as the complete new state.
+// failed or was cancelled, the member lost its leader, or etcd stopped
+// answering liveness requests, see Options.ProgressInterval) the Watcher
+// reads a fresh snapshot and sends it as a Reset batch, which the consumer
+// must treat as the complete new state.
 //
 // It deliberately does not write files, coalesce bursts, decide key→path
 // mappings, or create or configure the etcd client: the caller passes a
@@ -137,12 +138,17 @@ type Options struct {
 	// or an unreachable cluster cannot stall a resync forever (the client
 	// waits for a connection rather than failing fast); zero means 10s.
 	RequestTimeout time.Duration
-	// ProgressInterval, if non-zero, makes the Watcher request a progress
-	// notification every interval and expect it (or any other watch
-	// response) within the next interval. When two requests in a row go
-	// unanswered (2–3 intervals of silence) it abandons the watch and
-	// resyncs with cause "progress-timeout". This detects a member or
-	// connection that stopped delivering without an error. Zero disables it.
+	// ProgressInterval, if non-zero, makes the Watcher ask for a sign of
+	// life on the watch's stream every interval and expect it (or any
+	// other watch response) within the next interval. When two requests in
+	// a row go unanswered (2–3 intervals of silence) it abandons the watch
+	// and resyncs with cause "progress-timeout". This detects a member or
+	// connection that stopped delivering without an error. The sign is a
+	// progress notification (LivenessProgress), or, through etcd's gRPC
+	// proxy, which does not answer progress requests, the confirmation of
+	// a probe watch (LivenessProbe); the Watcher finds out which within
+	// about four intervals and logs it once. Neither reads the prefix.
+	// Zero disables it.
 	ProgressInterval time.Duration
 	// Logger receives warnings about etcd errors and resyncs; nil discards.
 	Logger *slog.Logger
@@ -161,10 +167,15 @@ type Status struct {
 	// LastBatch is when the last batch was sent; zero before the first.
 	LastBatch time.Time
 	// LastHeard is when etcd last answered: a snapshot, an event, a progress
-	// notification or the watch's creation.
+	// notification, the watch's creation or a probe watch's confirmation.
 	LastHeard time.Time
 	// ProgressNotifies counts the progress notifications received.
 	ProgressNotifies int64
+	// Probes counts the probe watches etcd confirmed (LivenessProbe).
+	Probes int64
+	// Liveness is the liveness signal in use, LivenessProgress or
+	// LivenessProbe, once known; "" before, or without ProgressInterval.
+	Liveness string
 	// Resyncs counts the Reset batches sent, by CauseKind, including the
 	// initial one. It is a copy; the caller may modify it.
 	Resyncs map[string]int64
@@ -186,6 +197,11 @@ type Watcher struct {
 	reqTO    time.Duration
 	progress time.Duration
 	log      *slog.Logger
+
+	// Liveness state, used by Run's goroutine only.
+	liveness string // the settled Liveness* signal; "" while unknown
+	probeKey string // probe watches watch probeKey + a sequence number
+	probes   uint64
 
 	mu     sync.Mutex
 	status Status
@@ -226,6 +242,7 @@ func New(opts Options) *Watcher {
 	}
 	w.log = w.log.With("component", "watch", "prefix", w.prefix)
 	w.start, w.end = keyRange(w.prefixes)
+	w.probeKey = newProbeKey(w.start)
 	return w
 }
 

@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dispenser-dev/dispenser/internal/etcdproc"
 	"github.com/dispenser-dev/dispenser/internal/etcdtest"
 	"github.com/dispenser-dev/dispenser/internal/leaktest"
 	"github.com/dispenser-dev/dispenser/internal/watch"
@@ -23,8 +24,12 @@ import (
 const wait = 30 * time.Second
 
 // TestMain fails the run if goroutines of this package, the etcd client or
-// gRPC outlive the tests.
-func TestMain(m *testing.M) { os.Exit(leaktest.Main(m)) }
+// gRPC outlive the tests, and removes the etcd binary etcdproc built.
+func TestMain(m *testing.M) {
+	code := leaktest.Main(m)
+	etcdproc.RemoveBuilds()
+	os.Exit(code)
+}
 
 // harness is one running Watcher.
 type harness struct {
