@@ -206,7 +206,7 @@ func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.writeNew(gfd, base, gen+"/"+k, v); err != nil {
+		if err := s.writeNew(gfd, base, gen+"/"+k, v, true, nil); err != nil {
 			return err
 		}
 		s.wrote[k] = true
@@ -297,7 +297,7 @@ func (s *state) topLevel(old map[string]bool) error {
 		return err
 	}
 	for name, keys := range want {
-		err := s.ensureLink(name, m)
+		err := s.ensureLink(name, m, !had[name])
 		switch {
 		case err != nil && isBatchErr(err):
 			return err
@@ -342,10 +342,22 @@ func (s *state) scanTop(had map[string]bool) error {
 }
 
 // ensureLink makes name a symlink to ..data/name. Something else in its place
-// is replaced, with a warning unless it is a plain-layout leftover.
-func (s *state) ensureLink(name string, m *manifest) error {
+// is replaced, with a warning unless it is a plain-layout leftover. fresh
+// says that no symlink of the writer's was seen there, so creating it is
+// tried first.
+func (s *state) ensureLink(name string, m *manifest, fresh bool) error {
 	top := s.top.fds["."]
 	target := dataLink + "/" + name
+	if fresh { // most likely nothing there: one call
+		err := unix.Symlinkat(target, top, name)
+		if err == nil {
+			s.res.Changed = true
+			return nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create symlink %s: %w", name, err)
+		}
+	}
 	st, err := lstatAt(top, name)
 	switch {
 	case errors.Is(err, unix.ENOENT):

@@ -72,40 +72,63 @@ func (w *Writer) ownedFile(st *unix.Stat_t) bool {
 
 // writeNew creates name in directory dirfd (it must not exist) with data,
 // then sets owner and mode on the descriptor: chown first, since it may
-// clear mode bits, and the group explicitly. It returns the new file's stat.
-func (s *state) writeNew(dirfd int, name, shown string, data []byte) (st unix.Stat_t, err error) {
+// clear mode bits, and the group explicitly. In a directory the writer
+// made (own: a generation or a directory in one, never setgid) a new file
+// already has the writer's uid and gid, and with w.exact the mode too, so
+// those calls are left out when they would change nothing. If st is not
+// nil it receives the new file's stat. Each file costs a few system calls
+// (open, write, close, then chown, chmod, fsync where needed), no more.
+func (s *state) writeNew(dirfd int, name, shown string, data []byte, own bool, st *unix.Stat_t) (err error) {
 	o := s.w.opts
-	fd, err := unix.Openat(dirfd, name, oNew, 0o600)
+	fd, err := unix.Openat(dirfd, name, oNew, uint32(o.FileMode))
 	if err != nil {
-		return st, fmt.Errorf("write %s: %w", shown, err)
+		return fmt.Errorf("write %s: %w", shown, err)
 	}
-	f := os.NewFile(uintptr(fd), shown)
 	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
+		if err != nil {
+			var mine unix.Stat_t
+			ferr := unix.Fstat(fd, &mine)
+			unix.Close(fd)
+			if ferr == nil {
+				removeSame(dirfd, name, &mine)
+			}
+			return
+		}
+		if cerr := unix.Close(fd); cerr != nil {
 			err = fmt.Errorf("write %s: %w", shown, cerr)
 		}
-		if err != nil {
-			removeSame(dirfd, name, &st)
-		}
 	}()
-	if err := unix.Fstat(fd, &st); err != nil {
-		return st, fmt.Errorf("write %s: %w", shown, err)
+	if st != nil {
+		if err := unix.Fstat(fd, st); err != nil {
+			return fmt.Errorf("write %s: %w", shown, err)
+		}
 	}
-	if _, err := f.Write(data); err != nil {
-		return st, fmt.Errorf("write %s: %w", shown, err)
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(fd, rest)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", shown, err)
+		}
+		rest = rest[n:]
 	}
-	if err := f.Chown(o.UID, s.w.fileGID()); err != nil {
-		return st, fmt.Errorf("chown %s: %w", shown, err)
+	if !own || o.UID != -1 || o.GID != -1 {
+		if err := unix.Fchown(fd, o.UID, s.w.fileGID()); err != nil {
+			return fmt.Errorf("chown %s: %w", shown, err)
+		}
 	}
-	if err := f.Chmod(o.FileMode); err != nil {
-		return st, fmt.Errorf("chmod %s: %w", shown, err)
+	if !own || !s.w.exact || o.UID != -1 {
+		if err := unix.Fchmod(fd, uint32(o.FileMode)); err != nil {
+			return fmt.Errorf("chmod %s: %w", shown, err)
+		}
 	}
 	if o.Fsync {
-		if err := f.Sync(); err != nil {
-			return st, fmt.Errorf("fsync %s: %w", shown, err)
+		if err := unix.Fsync(fd); err != nil {
+			return fmt.Errorf("fsync %s: %w", shown, err)
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // removeSame unlinks name in dirfd if it is still the inode st describes.

@@ -327,8 +327,7 @@ func (p *paged) writeOne(j job) error {
 	if j.skip {
 		return nil
 	}
-	_, err := p.s.writeNew(j.dirfd, path.Base(j.key), p.next+"/"+j.key, j.value)
-	return err
+	return p.s.writeNew(j.dirfd, path.Base(j.key), p.next+"/"+j.key, j.value, true, nil)
 }
 
 // commitPaged completes a paged sync after its last page: if anything

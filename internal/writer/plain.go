@@ -277,8 +277,8 @@ func (s *state) writePlain(key string, known bool, left *atomicLeftovers) error 
 		return err
 	}
 	tmp := tempName(tmpPrefix + base)
-	tst, err := s.writeNew(pfd, tmp, path.Join(dir, tmp), v)
-	if err != nil {
+	var tst unix.Stat_t
+	if err := s.writeNew(pfd, tmp, path.Join(dir, tmp), v, false, &tst); err != nil {
 		return err
 	}
 	if err := unix.Renameat(pfd, tmp, pfd, base); err != nil {

@@ -255,7 +255,7 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 		if err != nil {
 			return err
 		}
-		if _, err := s.writeNew(gfd, base, gen+"/"+k, v); err != nil {
+		if err := s.writeNew(gfd, base, gen+"/"+k, v, true, nil); err != nil {
 			return err
 		}
 		if isDelta[k] {
@@ -290,7 +290,7 @@ func (s *state) topLevelDelta(delta []string) error {
 			}
 			continue
 		}
-		err := s.ensureLink(name, nil)
+		err := s.ensureLink(name, nil, false)
 		switch {
 		case err != nil && isBatchErr(err):
 			return err

@@ -296,6 +296,7 @@ type Writer struct {
 	paged   *paged          // a SyncPage under way; nil when none
 	man     *manifest       // plain: what the writer created, as on disk
 	now     func() time.Time
+	exact   bool // a file created with FileMode gets exactly FileMode (umask and default ACLs take nothing)
 
 	// For tests: retired generations reused, and those that failed while
 	// being brought up to date (not those refused before).
@@ -310,7 +311,8 @@ func New(opts Options) (*Writer, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
-	if err := probe(opts); err != nil {
+	exact, err := probe(opts)
+	if err != nil {
 		return nil, err
 	}
 	log := opts.Logger
@@ -328,6 +330,7 @@ func New(opts Options) (*Writer, error) {
 		warned:  make(map[string]bool),
 		disk:    make(map[string]digest),
 		now:     time.Now,
+		exact:   exact,
 	}, nil
 }
 
@@ -359,41 +362,48 @@ func (o *Options) fill() error {
 // probe creates the target and checks that a file can be created (and
 // chowned, if asked) in it. The probe file is unnamed (O_TMPFILE) where the
 // file system allows, and chowned through its descriptor, never by name.
-func probe(o Options) error {
+// It reports whether the probe, created with mode FileMode, got exactly
+// that mode: then the umask (which dispenser never changes) and the
+// target's default ACL take nothing from it, and files created in
+// directories the writer makes below the target need no chmod.
+func probe(o Options) (exact bool, err error) {
 	fi, err := os.Stat(o.Dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-			return fmt.Errorf("create target directory: %w", err)
+			return false, fmt.Errorf("create target directory: %w", err)
 		}
 	case err != nil:
-		return fmt.Errorf("target directory: %w", err)
+		return false, fmt.Errorf("target directory: %w", err)
 	case !fi.IsDir():
-		return fmt.Errorf("target %s is not a directory; point it at a directory", o.Dir)
+		return false, fmt.Errorf("target %s is not a directory; point it at a directory", o.Dir)
 	}
-	f, err := probeFile(o.Dir)
+	f, err := probeFile(o.Dir, uint32(o.FileMode))
 	if err != nil {
-		return fmt.Errorf("target directory not writable: %w", err)
+		return false, fmt.Errorf("target directory not writable: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil {
+		exact = fi.Mode().Perm() == o.FileMode
+	}
 	if o.UID == -1 && o.GID == -1 {
-		return nil
+		return exact, nil
 	}
 	err = f.Chown(o.UID, o.GID)
 	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("%w (owner %d:%d, running as uid %d)", ErrChownNotPermitted, o.UID, o.GID, os.Geteuid())
+		return false, fmt.Errorf("%w (owner %d:%d, running as uid %d)", ErrChownNotPermitted, o.UID, o.GID, os.Geteuid())
 	}
 	if err != nil {
-		return fmt.Errorf("chown in target directory: %w", err)
+		return false, fmt.Errorf("chown in target directory: %w", err)
 	}
-	return nil
+	return exact, nil
 }
 
 // probeFile creates a file in dir that no other process can reach by name:
 // an O_TMPFILE, or where the file system has none, a named file that is
 // unlinked at once (only if the name still holds it).
-func probeFile(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+func probeFile(dir string, mode uint32) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, mode)
 	if err == nil {
 		return os.NewFile(uintptr(fd), "probe"), nil
 	}
@@ -406,7 +416,7 @@ func probeFile(dir string) (*os.File, error) {
 	}
 	defer unix.Close(dfd)
 	name := tempName("..probe")
-	fd, err = unix.Openat(dfd, name, oNew, 0o600)
+	fd, err = unix.Openat(dfd, name, oNew, mode)
 	if err != nil {
 		return nil, err
 	}
