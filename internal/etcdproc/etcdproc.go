@@ -48,18 +48,21 @@ type Cluster struct {
 	t       testing.TB
 	bin     string
 	token   string
+	flags   []string // further etcd flags of every member
 	members []*Member
 }
 
 // StartCluster builds etcd if needed, starts an n-member cluster on free
-// 127.0.0.1 ports and waits until every member reports healthy. It fails
-// the test if that does not happen within Timeout.
-func StartCluster(t testing.TB, n int) *Cluster {
+// 127.0.0.1 ports, every member with the further etcd flags given (e.g.
+// "--watch-progress-notify-interval=1s"), and waits until every member
+// reports healthy. It fails the test if that does not happen within
+// Timeout.
+func StartCluster(t testing.TB, n int, flags ...string) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdproc: StartCluster(%d): need at least one member", n)
 	}
-	c := &Cluster{t: t, bin: Build(t), token: fmt.Sprintf("etcdproc-%d", time.Now().UnixNano())}
+	c := &Cluster{t: t, bin: Build(t), token: fmt.Sprintf("etcdproc-%d", time.Now().UnixNano()), flags: flags}
 	logDir := t.TempDir()
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)

@@ -132,7 +132,7 @@ func (m *Member) spawn(port int) {
 	for _, o := range m.c.members {
 		initial = append(initial, o.name+"=http://127.0.0.1:"+itoa(o.peerPort))
 	}
-	cmd := exec.Command(m.c.bin,
+	cmd := exec.Command(m.c.bin, append([]string{
 		"--name", m.name,
 		"--data-dir", m.dataDir,
 		"--listen-client-urls", client,
@@ -145,7 +145,7 @@ func (m *Member) spawn(port int) {
 		"--unsafe-no-fsync",
 		"--logger", "zap",
 		"--log-level", "warn",
-	)
+	}, m.c.flags...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	fmt.Fprintf(log, "=== etcdproc: %s starting on client port %d at %s\n", m.name, port, time.Now().Format(time.RFC3339Nano))
 	if err := cmd.Start(); err != nil {
