@@ -285,8 +285,8 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// middleware applies the rate limit to every request and counts the
-// requests in flight for Run.
+// middleware applies the rate limit and the body read deadline to every
+// request and counts the requests in flight for Run.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -298,6 +298,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		s.handlers.Add(1)
 		s.mu.Unlock()
 		defer s.handlers.Done()
+		// A handler that answers without reading the body (a refusal, an
+		// unknown path) leaves net/http reading what is left of it:
+		// bound that too. Handlers that run long after reading their
+		// body, or stream, lift the deadline.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout))
 		if ok, wait := s.take(r); !ok {
 			s.log.Info("rate limited", "remote", r.RemoteAddr, "path", r.URL.Path, "retryAfter", wait)
 			// The body is not read: close the connection rather than

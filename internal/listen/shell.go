@@ -96,10 +96,18 @@ func (s *Server) shell(w http.ResponseWriter, r *http.Request) {
 		notAllowed(w, http.MethodGet, http.MethodPost)
 		return
 	}
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "a shell stream request has no body; send stdin in POSTs", http.StatusBadRequest)
+		return
+	}
 	key, ok := s.authorize(w, r, src)
 	if !ok {
 		return
 	}
+	// The stream is written, not read: no read deadline (net/http would
+	// end the request's context when it passes).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	// (1) The session lives until the shell exits, timeoutShell, the
 	// client goes away or the shutdown grace period is over.
 	ctx, cancel := context.WithTimeout(s.hard, s.timeoutShell)

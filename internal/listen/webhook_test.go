@@ -218,13 +218,19 @@ func TestSlowClient(t *testing.T) {
 		return listen.WebhookReply{Found: true, Body: "ran"}, nil
 	}}
 	rec := &recorder{}
-	s := start(t, listen.Options{Webhooks: h, WebhookPaths: []string{"/hook"}, Pusher: rec, ReadTimeout: 300 * time.Millisecond})
+	sh := newShells(t)
+	s := start(t, listen.Options{Webhooks: h, WebhookPaths: []string{"/hook"}, Pusher: rec, Shells: sh, ReadTimeout: 300 * time.Millisecond})
 	pool := x509.NewCertPool()
 	pool.AddCert(s.Certificate().Leaf)
 	for _, tc := range []struct{ name, send string }{
 		{"half a header", "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Le"},
 		{"half a webhook body", "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"},
 		{"half a push body", "POST /etcha/v1/push/web HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"},
+		// Answered without reading the body: net/http would wait for
+		// the rest of it.
+		{"half a body to an unknown path", "POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"},
+		{"half a body to a refused shell POST", "POST /etcha/v1/shell/web?session=x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"},
+		{"half a body to a shell GET", "GET /etcha/v1/shell/web HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\nContent-Length: 100\r\n\r\n0123456789"},
 	} {
 		conn, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: pool})
 		if err != nil {
@@ -247,7 +253,7 @@ func TestSlowClient(t *testing.T) {
 			t.Errorf("%s: answered %q", tc.name, got)
 		}
 	}
-	if n := h.count() + len(rec.pushes()); n != 0 {
+	if n := h.count() + len(rec.pushes()) + sh.started(); n != 0 {
 		t.Fatalf("%d slow requests ran, want 0", n)
 	}
 	if code, body := s.post(t, "/hook", strings.NewReader("x")); code != 200 || body != "ran" {

@@ -1,0 +1,166 @@
+package etcha
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dispenser-dev/dispenser/internal/listen"
+)
+
+// badInputConfig is a receiver where every endpoint would create marker
+// if it ran a command: a push source, a webhook source, a shell source
+// whose shell event receiver touches it too, and metrics.
+func badInputConfig(dir, marker, rate string) string {
+	cfg := strings.Replace(receiverConfig(dir, `{
+  app: {allowPush: true, triggerOnly: true, webhookPaths: ['/hook'], shell: {command: '/bin/sh'}, commands: [
+    {id: 'mark', always: true, change: 'echo x >> `+marker+`; echo answered', onChange: ['etcha:webhookBody']}]},
+  watcher: {triggerOnly: true, eventsReceive: ['shell', 'push'], commands: [{id: 'w', always: true, change: 'echo x >> `+marker+`'}]},
+}`), "stateDir:", "systemMetricsKey: 'k', stateDir:", 1)
+	return strings.Replace(cfg, "listenAddress: '127.0.0.1:0'", "listenAddress: '127.0.0.1:0', rateLimitRate: '"+rate+"'", 1)
+}
+
+// TestRunBadInput sends every endpoint an unknown path, a wrong method, an
+// oversized body, a slow (half-sent) request and a forged token. None
+// runs a command, none stops the daemon: a good webhook answers after.
+func TestRunBadInput(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "marker")
+	r := startRunWith(t, badInputConfig(dir, marker, ""), func(o *RunOptions) {
+		o.Listen = func(lo *listen.Options) { lo.ReadTimeout = 500 * time.Millisecond }
+	})
+	big := bytes.Repeat([]byte("x"), listen.MaxBodyBytes+1)
+	forged := signedBy(t, otherPrivateKey(t), `{run: [{id: 'f', always: true, change: 'echo x >> `+marker+`'}]}`)
+	for _, tc := range []struct {
+		name, method, path string
+		body               []byte
+		header             []string
+		want               int
+	}{
+		{"unknown path", "POST", "/etcha/v1/nothing", nil, nil, 404},
+		{"unknown webhook", "GET", "/hook2", nil, nil, 404},
+		{"unknown push source", "POST", listen.PushPath + "nope", []byte("x"), nil, 404},
+		{"push: wrong method", "GET", listen.PushPath + "app", nil, nil, 405},
+		{"shell: wrong method", "DELETE", listen.ShellPath + "app", nil, nil, 405},
+		{"metrics: wrong method", "POST", MetricsPath + "?key=k", nil, nil, 405},
+		{"push: oversized", "POST", listen.PushPath + "app", big, nil, 413},
+		{"webhook: oversized", "POST", "/hook", big, nil, 413},
+		{"shell input: oversized", "POST", listen.ShellPath + "app?session=x", big, []string{"Authorization", "Bearer " + forged}, 404},
+		{"push: forged", "POST", listen.PushPath + "app", []byte(forged), nil, 404},
+		{"push: garbage", "POST", listen.PushPath + "app", []byte("not a jwt"), nil, 404},
+		{"shell: forged", "GET", listen.ShellPath + "app", nil, []string{"Authorization", "Bearer " + forged}, 404},
+		{"shell input: forged", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", "Bearer " + forged}, 404},
+		{"metrics: wrong key", "GET", MetricsPath + "?key=K", nil, nil, 401},
+	} {
+		if code, _, _ := r.do(t, tc.method, tc.path, bytes.NewReader(tc.body), tc.header...); code != tc.want {
+			t.Errorf("%s: %s %s = %d, want %d", tc.name, tc.method, tc.path, code, tc.want)
+		}
+	}
+	// Slow clients: half a header, and a header with half its body, on
+	// every endpoint; the server drops each within its read timeout.
+	for _, path := range []string{"/hook", listen.PushPath + "app", listen.ShellPath + "app?session=x", MetricsPath} {
+		for _, send := range []string{
+			"POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Le",
+			"POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+		} {
+			slowRequest(t, r.addr, send)
+		}
+	}
+	if fileExists(marker) {
+		t.Fatalf("bad input ran a command; log:\n%s", r.log.String())
+	}
+	if code, body, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 || body != "answered" || !fileExists(marker) {
+		t.Fatalf("good webhook after the bad input = %d %q", code, body)
+	}
+}
+
+// slowRequest sends text on a raw TLS connection and expects the server
+// to close it, without a 200, well within waitLong.
+func slowRequest(t *testing.T, addr, text string) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	began := time.Now()
+	if _, err := io.WriteString(conn, text); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(waitLong))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Errorf("%q: the server kept the connection: %v", text, err)
+	}
+	if d := time.Since(began); d > waitLong/2 || strings.Contains(string(got), " 200 ") {
+		t.Errorf("%q: closed after %v with %q", text, d, got)
+	}
+}
+
+// signedBy signs pattern text with key.
+func signedBy(t *testing.T, key, text string) string {
+	t.Helper()
+	app, _ := newApp(t, `{build: {signingKey: '`+key+`'}}`)
+	app.Now = nil
+	dest := filepath.Join(t.TempDir(), "p.jwt")
+	if err := app.Build(t.Context(), BuildOptions{Pattern: writeFile(t, t.TempDir(), "p.jsonnet", text), Dest: dest}); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(readFile(t, dest))
+}
+
+// TestRunRateLimit: many parallel clients on every endpoint beyond
+// httpServer.rateLimitRate get 429 with Retry-After; at most the burst
+// runs anything; the daemon keeps running.
+func TestRunRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "marker")
+	r := startRun(t, badInputConfig(dir, marker, "3/h"))
+	paths := []struct{ method, path string }{
+		{"POST", "/hook"}, {"POST", listen.PushPath + "app"}, {"GET", listen.ShellPath + "app"},
+		{"POST", listen.ShellPath + "app?session=x"}, {"GET", MetricsPath + "?key=k"},
+	}
+	const clients = 30
+	codes := make([]int, clients)
+	retry := make([]string, clients)
+	var wg sync.WaitGroup
+	c := r.client(t)
+	for i := range clients {
+		wg.Go(func() {
+			p := paths[i%len(paths)]
+			req, _ := http.NewRequest(p.method, "https://"+r.addr+p.path, strings.NewReader("x"))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes[i], retry[i] = resp.StatusCode, resp.Header.Get("Retry-After")
+		})
+	}
+	wg.Wait()
+	limited := 0
+	for i, code := range codes {
+		if code == http.StatusTooManyRequests {
+			limited++
+			if n, err := strconv.Atoi(retry[i]); err != nil || n < 1 {
+				t.Errorf("429 with Retry-After %q, want whole seconds ≥ 1", retry[i])
+			}
+		}
+	}
+	if limited != clients-3 {
+		t.Errorf("%d of %d requests limited, want %d; codes %v", limited, clients, clients-3, codes)
+	}
+	if n := strings.Count(fileText(t, marker), "x"); n > 3 {
+		t.Errorf("%d commands ran, want at most the burst of 3", n)
+	}
+	r.log.waitLines(t, 1, "rate limited", "retryAfter=")
+}
