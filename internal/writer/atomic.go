@@ -281,40 +281,40 @@ func (s *state) swap(gen string) error {
 // topLevel makes the top-level symlinks match the valid keys: it removes
 // plain-layout leftovers, scans the whole target and checks every symlink.
 func (s *state) topLevel(old map[string]bool) error {
-	want := make(map[string][]string)
-	for _, k := range s.valid {
-		want[topName(k)] = append(want[topName(k)], k)
-	}
+	tops := s.w.index.tops // the top-level names of the valid keys
 	had := make(map[string]bool)
 	for k := range old {
 		had[topName(k)] = true
 	}
-	m, err := s.clearPlainLeftovers(want, old)
+	m, err := s.clearPlainLeftovers(old)
 	if err != nil {
 		return err
 	}
 	if err := s.scanTop(had); err != nil {
 		return err
 	}
-	for name, keys := range want {
+	failed := make(map[string]bool)
+	for name := range tops {
 		err := s.ensureLink(name, m, !had[name])
 		switch {
 		case err != nil && isBatchErr(err):
 			return err
 		case err != nil:
-			for _, k := range keys {
-				s.unwritable(k, fmt.Sprintf("%v; dispenser needs %q to be a symlink it can replace: unmount or remove what is there", err, name))
-			}
-		default:
-			for _, k := range keys {
-				if _, bad := s.w.bad[k]; bad {
-					s.wrote[k] = true // visible for the first time
+			failed[name] = true
+			for _, k := range s.valid {
+				if topName(k) == name {
+					s.unwritable(k, fmt.Sprintf("%v; dispenser needs %q to be a symlink it can replace: unmount or remove what is there", err, name))
 				}
 			}
 		}
 	}
+	for k := range s.w.bad {
+		if s.w.index.valid[k] && !failed[topName(k)] {
+			s.wrote[k] = true // visible for the first time
+		}
+	}
 	for name := range had {
-		if want[name] == nil {
+		if tops[name] == 0 {
 			if err := s.removeOurLink(name); err != nil {
 				return err
 			}
@@ -423,13 +423,13 @@ func (s *state) removeOldGens(next string) {
 // clearPlainLeftovers removes what a plain-layout run recorded in its
 // manifest, except top-level files a key replaces with a symlink (ensureLink
 // does that atomically). Files no key keeps are counted as removed.
-func (s *state) clearPlainLeftovers(want map[string][]string, old map[string]bool) (*manifest, error) {
+func (s *state) clearPlainLeftovers(old map[string]bool) (*manifest, error) {
 	m, err := s.readManifest()
 	if err != nil || m == nil {
 		return nil, err
 	}
 	for f := range m.Files {
-		if !strings.Contains(f, "/") && want[f] != nil {
+		if !strings.Contains(f, "/") && s.w.index.tops[f] > 0 {
 			continue
 		}
 		existed, err := s.removeFile(f)

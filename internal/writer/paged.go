@@ -7,6 +7,7 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -139,8 +140,7 @@ type job struct {
 // written, several at a time. A key that turns out to be a directory of a
 // later key (a conflict) loses its file again.
 func (p *paged) add(page []Change) error {
-	var jobs []job
-	queued := make(map[string]int)
+	jobs := make([]job, 0, len(page)) // in key order
 	for _, c := range page {
 		k, v := c.Key, c.Value
 		if v == nil {
@@ -156,9 +156,8 @@ func (p *paged) add(page []Change) error {
 		}
 		p.keys[k] = v
 		for _, d := range parents(k) {
-			if i, ok := queued[d]; ok {
-				jobs[i].skip = true
-				delete(queued, d)
+			if i, ok := slices.BinarySearchFunc(jobs, d, func(j job, d string) int { return strings.Compare(j.key, d) }); ok && !jobs[i].skip {
+				jobs[i].skip = true // not written yet: it never will be
 				delete(p.sums, d)
 				delete(p.s.wrote, d)
 			} else if err := p.unplace(d); err != nil {
@@ -176,7 +175,6 @@ func (p *paged) add(page []Change) error {
 		if err != nil {
 			return err
 		}
-		queued[k] = len(jobs)
 		jobs = append(jobs, job{dirfd: fd, key: k, value: v})
 		p.sums[k] = sumOf(v)
 		p.s.wrote[k] = true
