@@ -411,6 +411,7 @@ func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan t
 		return stop
 	}
 	d.reloadChild(changed || reload)
+	d.writer.Tidy() // after the signal: the child need not wait for it
 	return nil
 }
 
@@ -464,7 +465,7 @@ func (d *Daemon) signal() {
 		return
 	}
 	d.metrics.Signalled()
-	d.log.Info("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid())
+	d.log.Debug("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid()) // "files updated" said it at info
 }
 
 // flush hands the pending changes to the writer and resets p. It reports
@@ -610,14 +611,18 @@ func (d *Daemon) take(ctx context.Context, p *pending, b watch.Batch, batches <-
 	if d.child != nil {
 		childExited = d.child.Done()
 	}
-	timeout := time.NewTimer(catchUpWait)
-	defer timeout.Stop()
+	var timeout *time.Timer // only for a catch-up: a single batch costs no timer
 	for {
 		d.add(p, b)
 		if !b.More {
 			return nil
 		}
-		timeout.Reset(catchUpWait)
+		if timeout == nil {
+			timeout = time.NewTimer(catchUpWait)
+			defer timeout.Stop()
+		} else {
+			timeout.Reset(catchUpWait)
+		}
 	next:
 		select {
 		case b = <-batches:

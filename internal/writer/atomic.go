@@ -186,6 +186,7 @@ func (s *state) buildGen(cur string, keep map[string]bool) (string, error) {
 // relative to the descriptor of its directory.
 func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 	dirs := []string{gen}
+	var jobs []job
 	for _, k := range s.valid {
 		for _, d := range parents(k) {
 			if g := gen + "/" + d; !s.top.has(g) {
@@ -206,10 +207,11 @@ func (s *state) fillGen(gen, cur string, keep map[string]bool) error {
 		if err != nil {
 			return err
 		}
-		if err := s.writeNew(gfd, base, gen+"/"+k, v, true, nil); err != nil {
-			return err
-		}
+		jobs = append(jobs, job{dirfd: gfd, key: k, value: v})
 		s.wrote[k] = true
+	}
+	if err := s.writeFiles(gen, jobs); err != nil {
+		return err
 	}
 	for _, d := range dirs {
 		if err := s.syncDir(s.top.fds[d], d); err != nil {

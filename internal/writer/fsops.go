@@ -9,9 +9,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,6 +131,53 @@ func (s *state) writeNew(dirfd int, name, shown string, data []byte, own bool, s
 		}
 	}
 	return nil
+}
+
+// job is a file to write into a generation.
+type job struct {
+	dirfd int // its directory in the generation
+	key   string
+	value []byte
+	skip  bool // not to be written after all (a paged sync found it is a directory)
+}
+
+// writeFiles writes the files of jobs into generation gen with writeNew,
+// several at a time when there are many: creating a file costs a few
+// system calls, which run in parallel on different files.
+func (s *state) writeFiles(gen string, jobs []job) error {
+	one := func(j job) error {
+		if j.skip {
+			return nil
+		}
+		return s.writeNew(j.dirfd, path.Base(j.key), gen+"/"+j.key, j.value, true, nil)
+	}
+	workers := min(4, runtime.GOMAXPROCS(0), len(jobs)/8)
+	if workers <= 1 {
+		for _, j := range jobs {
+			if err := one(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	next := make(chan job)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			for j := range next {
+				if errs[i] == nil {
+					errs[i] = one(j)
+				}
+			}
+		})
+	}
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // removeSame unlinks name in dirfd if it is still the inode st describes.

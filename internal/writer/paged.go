@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"path"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -127,14 +125,6 @@ func (w *Writer) abandonPaged() {
 	p.s.top.close()
 }
 
-// job is a file to write into the next generation.
-type job struct {
-	dirfd int
-	key   string
-	value []byte
-	skip  bool // its key turned out to be a directory for a later key
-}
-
 // add places the keys of one page: a key whose file in cur matches is
 // linked (or remembered, while next does not exist yet), any other is
 // written, several at a time. A key that turns out to be a directory of a
@@ -179,7 +169,7 @@ func (p *paged) add(page []Change) error {
 		p.sums[k] = sumOf(v)
 		p.s.wrote[k] = true
 	}
-	if err := p.write(jobs); err != nil {
+	if err := p.s.writeFiles(p.next, jobs); err != nil {
 		return err
 	}
 	for _, c := range page {
@@ -287,45 +277,6 @@ func (p *paged) ensureNext() error {
 		}
 	}
 	return nil
-}
-
-// write writes the files of jobs, a few at a time: creating a file costs
-// several system calls, which run in parallel on different files.
-func (p *paged) write(jobs []job) error {
-	workers := min(4, runtime.GOMAXPROCS(0), len(jobs))
-	if workers <= 1 {
-		for _, j := range jobs {
-			if err := p.writeOne(j); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	next := make(chan job)
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for i := range workers {
-		wg.Go(func() {
-			for j := range next {
-				if errs[i] == nil {
-					errs[i] = p.writeOne(j)
-				}
-			}
-		})
-	}
-	for _, j := range jobs {
-		next <- j
-	}
-	close(next)
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func (p *paged) writeOne(j job) error {
-	if j.skip {
-		return nil
-	}
-	return p.s.writeNew(j.dirfd, path.Base(j.key), p.next+"/"+j.key, j.value, true, nil)
 }
 
 // commitPaged completes a paged sync after its last page: if anything

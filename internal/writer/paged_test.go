@@ -208,3 +208,28 @@ func TestDroppedValues(t *testing.T) {
 	mustSync(t, w, full)
 	wantFiles(t, opts.Dir, full)
 }
+
+// TestTidyAfterApply (issue 10 item 4): Apply leaves the retired generation
+// it replaced by a fresh one for Tidy, so the caller can signal first;
+// Tidy removes it, and the next Apply does if the caller did not.
+func TestTidyAfterApply(t *testing.T) {
+	opts := testOptions(t, Atomic)
+	opts.ReuseAfter = -1 // a fresh generation every time
+	w := newWriter(t, opts)
+	mustSync(t, w, map[string]string{"a": "0"})
+	mustApply(t, w, put("a", "1"))
+	mustApply(t, w, put("a", "2"))
+	if gens := genDirs(opts.Dir); len(gens) != 3 {
+		t.Fatalf("after Apply: generations %v, want current, retired and the one left for Tidy", gens)
+	}
+	w.Tidy()
+	if gens := genDirs(opts.Dir); len(gens) != 2 {
+		t.Fatalf("after Tidy: generations %v, want current and retired", gens)
+	}
+	mustApply(t, w, put("a", "3"))
+	mustApply(t, w, put("a", "4"))
+	if gens := genDirs(opts.Dir); len(gens) != 3 {
+		t.Fatalf("generations %v, want 3", gens)
+	}
+	wantFiles(t, opts.Dir, map[string]string{"a": "4"})
+}

@@ -58,7 +58,7 @@ func (s *state) atomicDelta(delta []string) error {
 			return err
 		}
 		if old != nil && !reused {
-			s.removeGen(old.name) // only if it is still the writer's
+			w.stale = append(w.stale, old.name) // removed by Tidy, after the caller signalled
 		}
 		w.gen, w.retired = next, nil
 		if cur != "" {
@@ -218,6 +218,7 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 		}
 		changed[pdir] = true
 	}
+	var jobs []job
 	isDelta := make(map[string]bool, len(delta))
 	for _, k := range delta {
 		isDelta[k] = true
@@ -255,12 +256,13 @@ func (s *state) updateGen(gen, cur string, r *retiredGen, delta []string) error 
 		if err != nil {
 			return err
 		}
-		if err := s.writeNew(gfd, base, gen+"/"+k, v, true, nil); err != nil {
-			return err
-		}
+		jobs = append(jobs, job{dirfd: gfd, key: k, value: v})
 		if isDelta[k] {
 			s.wrote[k] = true
 		}
+	}
+	if err := s.writeFiles(gen, jobs); err != nil {
+		return err
 	}
 	for d := range changed {
 		if fd, ok := s.top.fds[d]; ok {

@@ -445,6 +445,7 @@ func TestTenThousandKeysOneChange(t *testing.T) {
 			case c.name == "atomic-fresh" && w.reuses > 0:
 				t.Fatalf("%d change sets reused a generation with ReuseAfter < 0", w.reuses)
 			}
+			w.Tidy()
 			if c.layout == Atomic && len(genDirs(opts.Dir)) != 2 {
 				t.Fatalf("generations = %v, want the current and the retired one", genDirs(opts.Dir))
 			}

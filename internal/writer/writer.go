@@ -294,6 +294,7 @@ type Writer struct {
 	made    map[fileID]bool // atomic: generation directories this Writer created
 	retired *retiredGen     // atomic: the generation before gen, kept for reuse
 	paged   *paged          // a SyncPage under way; nil when none
+	stale   []string        // atomic: generations Tidy removes
 	man     *manifest       // plain: what the writer created, as on disk
 	now     func() time.Time
 	exact   bool // a file created with FileMode gets exactly FileMode (umask and default ACLs take nothing)
@@ -465,6 +466,7 @@ func (w *Writer) Sync(full map[string][]byte) (Result, error) {
 // plain layout files written before the failure are already new.
 func (w *Writer) Apply(changes []Change) (Result, error) {
 	w.abandonPaged()
+	w.Tidy()
 	if !w.trusted || w.index == nil {
 		for _, c := range changes {
 			if c.Delete {
@@ -483,6 +485,26 @@ func (w *Writer) Apply(changes []Change) (Result, error) {
 		w.index.refresh(k, w.desired)
 	}
 	return w.applyDelta(touched)
+}
+
+// Tidy removes what the last Apply left to be removed later, so that it
+// could return (and the caller signal) sooner: in the atomic layout, a
+// retired generation that was replaced by a fresh one (readers of
+// "..data" never see it again). A caller that signals after Apply calls
+// Tidy after signalling; otherwise the next Apply does it first. What
+// cannot be removed is left alone (the next Sync removes every leftover).
+func (w *Writer) Tidy() {
+	if len(w.stale) == 0 {
+		return
+	}
+	s := w.newState(nil, false)
+	if w.openTarget(s) == nil {
+		for _, g := range w.stale {
+			s.removeGen(g) // only if it is still the writer's
+		}
+		s.top.close()
+	}
+	w.stale = nil
 }
 
 func clone(b []byte) []byte {
