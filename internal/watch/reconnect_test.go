@@ -3,6 +3,7 @@ package watch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -238,4 +239,40 @@ func changeWhileAway(t *testing.T, s *etcdtest.Server, change func(other *client
 	s.Stop()
 	s.StartOn(origPort)
 	return rev
+}
+
+// TestCompactionAnswerResyncsAtOnce: etcd comes back from outages during
+// which the history was compacted, one soon after the other, so that the
+// watches between them see no event and live less than the 10 s that
+// proves a watch healthy. A compaction answer still proves etcd serves the
+// watch, so each resync waits at most MinBackoff; before, the delay doubled
+// with each outage (here up to 320 ms by the fifth), which made dispenser
+// come back later after each outage of a series.
+func TestCompactionAnswerResyncsAtOnce(t *testing.T) {
+	t.Parallel() // etcd takes seconds to stop with a watch open
+	s := etcdtest.Start(t)
+	put(t, s.Client(t), "/app/a", "0")
+	o := withPrefix(fast, "/app/")
+	o.MaxBackoff = time.Minute
+	h := startWatcher(t, s, o)
+	nextReset(t, h)
+	for i := range 5 {
+		waitStatus(t, h.w, "a connected watch", func(st watch.Status) bool { return st.Connected })
+		changeWhileAway(t, s, func(other *clientv3.Client) int64 {
+			put(t, other, "/app/a", fmt.Sprint(i+1))
+			return put(t, other, "/elsewhere", "x") // the compaction removes the put's revision
+		})
+		line := waitLog(t, h.logs, "lost continuity", watch.CauseCompacted)
+		_, after, _ := strings.Cut(line, "resyncing in ")
+		d, err := time.ParseDuration(strings.Fields(after)[0])
+		if err != nil {
+			t.Fatalf("outage %d: no delay in %q: %v", i, line, err)
+		}
+		if d > o.MinBackoff {
+			t.Errorf("outage %d: resync after a compaction answer waits %v, want at most MinBackoff (%v)", i, d, o.MinBackoff)
+		}
+		if b := nextReset(t, h); content(b.Changes)["a"] != fmt.Sprint(i+1) {
+			t.Fatalf("outage %d: Reset = %v, want a=%d", i, content(b.Changes), i+1)
+		}
+	}
 }
