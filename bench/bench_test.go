@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,4 +93,44 @@ func benchDirs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(m)
+}
+
+// TestFleetRun runs the fleet figure with three dispensers through a real
+// etcd gRPC proxy (about three and a half minutes: the dispensers settle on
+// a liveness signal within four 30 s probe intervals, then one idle
+// minute) and checks its rows: a latency to the last file with a ratio to
+// the bare watcher, the watches etcd serves, and no full resync while
+// idle (a dispenser that relied on progress requests, which the proxy
+// does not answer, read the prefix every 60–90 s).
+func TestFleetRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet through a gRPC proxy for about four minutes")
+	}
+	t.Setenv("TMPDIR", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var out, errs bytes.Buffer
+	if err := run(ctx, []string{"-only", "fleet", "-fleet-size", "3", "-n", "2", "-json"}, &out, &errs); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, errs.String())
+	}
+	var rows []row
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not JSON rows: %v\n%s", err, out.String())
+	}
+	byName := map[string]row{}
+	for _, r := range rows {
+		byName[r.Name] = r
+	}
+	if r := byName["fleet: put → last of 3 files (gRPC proxy)"]; r.N != 2 || r.P50 <= 0 || r.Ratio <= 0 {
+		t.Errorf("last-file row = %+v, want 2 samples and a ratio", r)
+	}
+	if r := byName["fleet: watchers etcd serves"]; r.P50 < 1 {
+		t.Errorf("watchers etcd serves = %v, want at least the fleet's one", r.P50)
+	}
+	if r, ok := byName["fleet idle 1 min: dispensers' full resyncs"]; !ok || r.P50 != 0 {
+		t.Errorf("full resyncs in the idle minute = %+v, want a row with 0\nstderr:\n%s", r, errs.String())
+	}
+	if !strings.Contains(errs.String(), "liveness signals logged: map[probe-watch:3]") {
+		t.Errorf("stderr does not say that all 3 dispensers use probe watches:\n%s", errs.String())
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,7 +42,7 @@ type env struct {
 }
 
 // setup builds the binaries and starts etcd. On error it has cleaned up.
-func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
+func setup(ctx context.Context, cfg config, stderr io.Writer) (_ *env, err error) {
 	e := &env{stderr: stderr}
 	if e.dir, err = os.MkdirTemp(tempBase(), "dispenser-bench-"); err != nil {
 		return nil, fmt.Errorf("temporary directory: %w", err)
@@ -62,11 +63,19 @@ func setup(ctx context.Context, stderr io.Writer) (_ *env, err error) {
 	etcd := filepath.Join(e.dir, "etcd")
 	began := time.Now()
 	e.dispenser, e.etcha = filepath.Join(e.dir, "dispenser"), filepath.Join(e.dir, "etcha")
-	for _, b := range [][]string{
+	builds := [][]string{
 		{"-o", etcd, "./internal/etcdproc/etcdserver"},
 		{"-trimpath", "-tags", "noembed", "-o", e.dispenser, "./cmd/dispenser"},
 		{"-trimpath", "-o", e.etcha, "./cmd/etcha"},
-	} {
+	}
+	if cfg.dispenser != "" {
+		if e.dispenser, err = filepath.Abs(cfg.dispenser); err != nil {
+			return nil, err
+		}
+		e.logf("measuring the dispenser binary %s", e.dispenser)
+		builds = slices.Delete(builds, 1, 2)
+	}
+	for _, b := range builds {
 		if err := goBuild(ctx, root, b...); err != nil {
 			return nil, err
 		}

@@ -4,7 +4,8 @@
 //	go run ./bench            # every figure, -n samples each
 //	go run ./bench -quick     # a few samples each (CI)
 //	go run ./bench -json      # machine-readable rows
-//	go run ./bench -big       # also the 100k-key sync's peak RSS (slow)
+//	go run ./bench -big       # also the 100k-key sync's peak RSS and the fleet (slow)
+//	go run ./bench -only fleet -n 20   # only the fleet through a gRPC proxy
 //
 // It builds etcd (./internal/etcdproc/etcdserver), dispenser (-tags
 // noembed -trimpath, as scripts/build.sh) and etcha from this tree, starts
@@ -30,10 +31,16 @@
 //   - an etcd outage with compaction: etcd is killed, a key changes and the
 //     history is compacted while dispenser cannot reach it, then etcd comes
 //     back; from etcd answering reads, the time to dispenser reconnecting,
-//     reading the prefix again, writing, and the child reading the file.
+//     reading the prefix again, writing, and the child reading the file;
+//   - with -fleet (or -big), a fleet of -fleet-size (200) dispensers, one
+//     process each, through one etcd gRPC proxy: put → first and last of
+//     their files, against a bare watcher of etcd; the watchers and watch
+//     streams etcd serves; and over one idle minute the dispensers' full
+//     resyncs (their logs) and etcd's requests and bytes sent (its /metrics).
 //
-// It does not measure a fleet through a gRPC proxy, TLS, or a remote etcd.
-// Everything it starts is stopped and its temporary directory removed
+// -only runs some figures; -dispenser measures a given binary (e.g. an
+// older version) instead of building one. It does not measure TLS or a
+// remote etcd. Everything it starts is stopped and its temporary directory removed
 // before it returns; each wait is bounded (waitLimit), and so is the run
 // (runLimit).
 package main

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,11 +22,15 @@ const runLimit = 30 * time.Minute
 
 // config is what the flags ask for.
 type config struct {
-	n       int           // samples per latency figure
-	syncs   int           // samples of each initial sync, and outages
-	spacing time.Duration // between puts under the 10k-key prefix
-	big     bool          // also the 100k-key sync
-	json    bool
+	n         int           // samples per latency figure
+	syncs     int           // samples of each initial sync, and outages
+	spacing   time.Duration // between puts under the 10k-key prefix
+	big       bool          // also the 100k-key sync
+	json      bool
+	fleet     bool   // also the fleet through a gRPC proxy
+	fleetSize int    // dispensers in the fleet
+	dispenser string // a dispenser binary to measure instead of building one
+	only      map[string]bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -36,6 +42,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	asJSON := fs.Bool("json", false, "print the rows as JSON instead of a table")
 	spacing := fs.Duration("spacing", 1500*time.Millisecond,
 		"time between puts under the 10k-key prefix: past the writer's reuse grace (DefaultReuseAfter, 1s)")
+	fleet := fs.Bool("fleet", false, "also measure a fleet of -fleet-size dispensers through one etcd gRPC proxy (about 5 minutes; included in -big)")
+	fleetSize := fs.Int("fleet-size", 200, "dispensers in the -fleet figure, one process each")
+	dispenser := fs.String("dispenser", "", "measure this dispenser binary instead of building one from the tree (e.g. an older version)")
+	only := fs.String("only", "", "comma-separated figures to run, of: "+strings.Join(stepNames(), ","))
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return config{}, err
 	} else if err != nil {
@@ -49,7 +59,24 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintf(stderr, "bench: -n %d: need at least 1 sample; pass -n 1 or more\n", *n)
 		return config{}, errUsage
 	}
-	c := config{n: *n, syncs: max(3, *n/10), spacing: *spacing, big: *big, json: *asJSON}
+	if *fleetSize < 1 {
+		fmt.Fprintf(stderr, "bench: -fleet-size %d: need at least 1 dispenser\n", *fleetSize)
+		return config{}, errUsage
+	}
+	c := config{n: *n, syncs: max(3, *n/10), spacing: *spacing, big: *big, json: *asJSON,
+		fleet: *fleet || *big, fleetSize: *fleetSize, dispenser: *dispenser}
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			if !slices.Contains(stepNames(), name) {
+				fmt.Fprintf(stderr, "bench: -only %s: no figure %q; pick from %s\n", *only, name, strings.Join(stepNames(), ","))
+				return config{}, errUsage
+			}
+			c.only[name] = true
+		}
+		c.fleet = c.fleet || c.only["fleet"]
+		c.big = c.big || c.only["sync100k"]
+	}
 	if *quick {
 		c.n, c.syncs = 5, 2
 	}
@@ -65,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, runLimit)
 	defer cancel()
-	env, err := setup(ctx, stderr)
+	env, err := setup(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -83,29 +110,46 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// step is one figure: its -only name, what it measures, and the function
+// that returns its rows (none when its flag is off).
+type step struct {
+	name, what string
+	f          func(context.Context, *env, config, []row) ([]row, error)
+}
+
+var steps = []step{
+	{"put16", "put → signal, 16 keys", putSmall},
+	{"txn100", "100-key transaction → signal", txn100},
+	{"put10k", "put → signal, 10k keys, both layouts", putBig},
+	{"sync10k", "initial sync, 10k keys", sync10k},
+	{"sync100k", "initial sync, 100k keys", sync100k},
+	{"etcha", "etcha render", etchaRender},
+	{"outage", "back from an etcd outage with compaction", outage},
+	{"fleet", "a fleet through one gRPC proxy", fleet},
+}
+
+func stepNames() []string {
+	var names []string
+	for _, s := range steps {
+		names = append(names, s.name)
+	}
+	return names
+}
+
 // measure runs each figure in turn; a figure's reference is measured
 // next to it, on the same etcd, in this run.
 func measure(ctx context.Context, e *env, cfg config) ([]row, error) {
 	var rows []row
-	steps := []struct {
-		name string
-		f    func(context.Context, *env, config, []row) ([]row, error)
-	}{
-		{"put → signal, 16 keys", putSmall},
-		{"100-key transaction → signal", txn100},
-		{"put → signal, 10k keys, both layouts", putBig},
-		{"initial sync, 10k keys", sync10k},
-		{"initial sync, 100k keys", sync100k},
-		{"etcha render", etchaRender},
-		{"back from an etcd outage with compaction", outage},
-	}
 	for _, s := range steps {
+		if cfg.only != nil && !cfg.only[s.name] {
+			continue
+		}
 		began := time.Now()
 		r, err := s.f(ctx, e, cfg, rows)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.name, err)
+			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
-		e.logf("%s: %d rows in %v", s.name, len(r), time.Since(began).Round(time.Millisecond))
+		e.logf("%s: %d rows in %v", s.what, len(r), time.Since(began).Round(time.Millisecond))
 		rows = append(rows, r...)
 	}
 	return rows, nil
