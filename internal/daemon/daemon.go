@@ -401,6 +401,9 @@ func (d *Daemon) stopOrExit(s os.Signal) os.Signal {
 // desired state, so the retry needs no batch. It returns a stop signal
 // received while patterns ran.
 func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan time.Time) os.Signal {
+	if p.paging {
+		return nil // a snapshot's pages are coming: its last one flushes
+	}
 	changed, err := d.flush(p)
 	*retry = nil
 	if err != nil {
@@ -418,6 +421,9 @@ func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan t
 // flushOrPatterns ends a --wait burst: it writes and runs the patterns,
 // or, while a failed write backs off, only runs the patterns.
 func (d *Daemon) flushOrPatterns(ctx context.Context, p *pending, retry *<-chan time.Time) os.Signal {
+	if p.paging {
+		return nil // a snapshot's pages are coming: its last one flushes
+	}
 	if *retry != nil {
 		return d.patternsAndSignal(ctx, p)
 	}
