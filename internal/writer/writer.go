@@ -19,7 +19,9 @@
 //     current file, or a new file): the change set costs what changed, not
 //     what the target holds;
 //   - otherwise a fresh generation is built, every unchanged file a hard
-//     link to the current one, and the retired generation is removed.
+//     link to the current one, and the retired generation is removed by
+//     [Writer.Tidy] (which the caller calls after signalling, else the
+//     next Apply first).
 //
 // [Writer.Sync] always builds a fresh generation when anything differs, and
 // removes every other.
@@ -39,6 +41,18 @@
 // when a fresh generation is built (batches closer together than
 // Options.ReuseAfter). In the plain layout it costs what it changes; adding
 // or removing a key also rewrites the manifest, which lists every file.
+//
+// # Memory
+//
+// Once a file is written the writer keeps only its key and a digest of its
+// content (length and a 64-bit hash with a per-process seed), not the
+// content. If it must write such a file again (the disk is not as it left
+// it) it reads the content back from the file it wrote and checks it
+// against the digest; if that file is damaged too the call fails with an
+// error wrapping [ErrResync], and the caller syncs the whole state again.
+// [Writer.SyncPage] takes a snapshot in pages and, in the atomic layout,
+// writes each page into the next generation at once, so that the values of
+// the whole state are never in memory together.
 //
 // # Readers of the atomic layout
 //
