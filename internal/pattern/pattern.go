@@ -15,7 +15,6 @@
 package pattern
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,17 +134,17 @@ var knownKeys = []string{
 // ignored for forward compatibility, unless they look like a misspelling
 // of a known key (spec §2.1).
 func decode(out string) (*Pattern, error) {
-	var keys map[string]json.RawMessage
+	data := []byte(out)
+	var keys map[string]ignored
 	// null decodes into a nil map without error: refuse it explicitly.
-	if err := json.Unmarshal([]byte(out), &keys); err != nil || keys == nil {
+	if err := json.Unmarshal(data, &keys); err != nil || keys == nil {
 		return nil, fmt.Errorf("a pattern must be an object: %s; make the file evaluate to an object such as {run: [...]}", firstWord(out))
 	}
 	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
 	var p Pattern
-	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
-	if err := dec.Decode(&p); err != nil {
+	if err := p.UnmarshalJSON(data); err != nil {
 		return nil, typeError(err)
 	}
 	if err := validate("build", p.Build); err != nil {
@@ -204,7 +203,13 @@ func (e *listError) Error() string {
 
 func (e *listError) Unwrap() error { return e.err }
 
-func checkKeys(keys map[string]json.RawMessage) error {
+// ignored decodes any JSON value to nothing, without copying it (a
+// json.RawMessage would): checkKeys needs only the names.
+type ignored struct{}
+
+func (*ignored) UnmarshalJSON([]byte) error { return nil }
+
+func checkKeys(keys map[string]ignored) error {
 	names := make([]string, 0, len(keys))
 	for k := range keys {
 		names = append(names, k)

@@ -95,7 +95,7 @@ func (b *Bundle) Render(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := decode(out)
+	p, err := decodeCached(out)
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", b.Entrypoint, err)
 	}

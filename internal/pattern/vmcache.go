@@ -1,7 +1,6 @@
 package pattern
 
 import (
-	"container/list"
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
@@ -13,9 +12,11 @@ import (
 )
 
 // Limits of the parsed-bundle cache. Sizes count the bundle's source text
-// (paths and file contents); the cached syntax trees are larger, about 40
-// times the text (measured with TestVMCacheMemory), so the cache holds at
-// most about 40 MiB of trees. A bundle over vmCacheMaxOne is never cached.
+// (paths and file contents). The cached syntax trees take about 25 times
+// the text (measured on the 100-command pattern of BenchmarkVerifyRender),
+// so the cache holds at most about 25 MiB of trees, plus, per entry whose
+// pattern imports it, the tree of the built-in library (about 45 KiB). A
+// bundle over vmCacheMaxOne is never cached.
 const (
 	vmCacheEntries = 32
 	vmCacheBytes   = 1 << 20
@@ -45,22 +46,19 @@ var bundles = newVMCache(vmCacheEntries, vmCacheBytes, vmCacheMaxOne)
 // VM to come back becomes the idle one. The cache holds at most max
 // entries and maxBytes of source text, evicting the least recently used.
 type vmCache struct {
-	max, maxBytes, maxOne int
+	maxOne int
 
-	mu    sync.Mutex
-	bytes int
-	lru   list.List // of *vmEntry, most recently used first
-	byKey map[[sha256.Size]byte]*list.Element
+	mu      sync.Mutex
+	entries *lru[[sha256.Size]byte, *vmEntry]
 }
 
 func newVMCache(max, maxBytes, maxOne int) *vmCache {
-	return &vmCache{max: max, maxBytes: maxBytes, maxOne: maxOne, byKey: map[[sha256.Size]byte]*list.Element{}}
+	return &vmCache{maxOne: maxOne, entries: newLRU[[sha256.Size]byte, *vmEntry](max, maxBytes)}
 }
 
 // vmEntry is one cached bundle.
 type vmEntry struct {
 	key   [sha256.Size]byte
-	size  int
 	imp   *bundleImporter
 	entry string // normalised entrypoint
 	idle  *cachedVM
@@ -92,9 +90,7 @@ func (c *vmCache) lease(b *Bundle) (*lease, error) {
 	}
 	key, size := bundleKey(b)
 	c.mu.Lock()
-	if el, ok := c.byKey[key]; ok {
-		c.lru.MoveToFront(el)
-		e := el.Value.(*vmEntry)
+	if e, ok := c.entries.get(key); ok {
 		vm := e.idle
 		e.idle = nil
 		c.mu.Unlock()
@@ -107,27 +103,12 @@ func (c *vmCache) lease(b *Bundle) (*lease, error) {
 	}
 	l := &lease{c: c, imp: &bundleImporter{files: files}, entry: entry}
 	if size <= c.maxOne {
-		l.e = c.add(&vmEntry{key: key, size: size, imp: l.imp, entry: entry})
+		c.mu.Lock()
+		// Another render may have added the same bundle meanwhile: use its entry.
+		l.e = c.entries.add(key, size, &vmEntry{key: key, imp: l.imp, entry: entry})
+		c.mu.Unlock()
 	}
 	return l, nil
-}
-
-// add inserts e, or returns the entry another render added for the same
-// key meanwhile, then evicts down to the limits.
-func (c *vmCache) add(e *vmEntry) *vmEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.byKey[e.key]; ok {
-		return el.Value.(*vmEntry)
-	}
-	c.byKey[e.key] = c.lru.PushFront(e)
-	c.bytes += e.size
-	for c.lru.Len() > c.max || c.bytes > c.maxBytes {
-		old := c.lru.Remove(c.lru.Back()).(*vmEntry)
-		delete(c.byKey, old.key)
-		c.bytes -= old.size
-	}
-	return e
 }
 
 // bind returns the lease's VM with its natives calling r, and no value
@@ -155,7 +136,7 @@ func (l *lease) release() {
 	}
 	l.c.mu.Lock()
 	defer l.c.mu.Unlock()
-	if el, ok := l.c.byKey[l.e.key]; ok && el.Value == l.e && l.e.idle == nil {
+	if cur, ok := l.c.entries.peek(l.e.key); ok && cur == l.e && l.e.idle == nil {
 		l.e.idle = l.vm
 	}
 }

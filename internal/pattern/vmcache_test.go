@@ -1,6 +1,7 @@
 package pattern
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -27,11 +28,11 @@ func idleVM(b *Bundle) *jsonnet.VM {
 	key, _ := bundleKey(b)
 	bundles.mu.Lock()
 	defer bundles.mu.Unlock()
-	el, ok := bundles.byKey[key]
-	if !ok || el.Value.(*vmEntry).idle == nil {
+	e, ok := bundles.entries.peek(key)
+	if !ok || e.idle == nil {
 		return nil
 	}
-	return el.Value.(*vmEntry).idle.vm
+	return e.idle.vm
 }
 
 // TestRenderReusesParsedBundle: the second render of the same bundle uses
@@ -209,7 +210,7 @@ func TestVMCacheBounds(t *testing.T) {
 	}
 	cached := func(b *Bundle) bool {
 		key, _ := bundleKey(b)
-		_, ok := c.byKey[key]
+		_, ok := c.entries.peek(key)
 		return ok
 	}
 	a, b, d := bundle("1"), bundle("2"), bundle("3")
@@ -220,7 +221,7 @@ func TestVMCacheBounds(t *testing.T) {
 	if !cached(a) || cached(b) || !cached(d) {
 		t.Fatalf("cached a, b, d = %v, %v, %v; want true, false, true", cached(a), cached(b), cached(d))
 	}
-	if got, want := c.lru.Len(), 2; got != want {
+	if got, want := c.entries.len(), 2; got != want {
 		t.Fatalf("entries = %d, want %d", got, want)
 	}
 	if l := lease(bundle(strings.Repeat("x", 60))); l.e != nil {
@@ -229,12 +230,12 @@ func TestVMCacheBounds(t *testing.T) {
 	big1, big2 := bundle(strings.Repeat("y", 45)), bundle(strings.Repeat("z", 45))
 	lease(big1)
 	lease(big2) // 2 × (2 + 2 + 45) bytes > 90: evicts big1
-	if cached(big1) || !cached(big2) || c.bytes > 90 {
-		t.Fatalf("cached big1, big2 = %v, %v with %d bytes; want false, true, ≤ 90", cached(big1), cached(big2), c.bytes)
+	if cached(big1) || !cached(big2) || c.entries.bytes > 90 {
+		t.Fatalf("cached big1, big2 = %v, %v with %d bytes; want false, true, ≤ 90", cached(big1), cached(big2), c.entries.bytes)
 	}
 	// An idle VM holds nothing of its last render.
-	el := c.byKey[func() [32]byte { k, _ := bundleKey(big2); return k }()]
-	if e := el.Value.(*vmEntry); e.idle == nil || e.idle.h.r != nil {
+	key, _ := bundleKey(big2)
+	if e, _ := c.entries.peek(key); e == nil || e.idle == nil || e.idle.h.r != nil {
 		t.Fatal("the idle VM is missing or still bound to its last render")
 	}
 }
@@ -254,5 +255,52 @@ func TestBundleKeyUnambiguous(t *testing.T) {
 			t.Fatalf("bundles %s and %s have the same key", prev, name)
 		}
 		keys[k] = name
+	}
+}
+
+// TestRenderResultsAreCopies: a render of the same text decodes from the
+// cache, equal to the first, and changing a returned pattern changes no
+// later result. An empty group stays a group.
+func TestRenderResultsAreCopies(t *testing.T) {
+	b := uniqueBundle(t, `{
+  runVars: {list: ['a']},
+  run: [{id: 'one', onChange: ['two'], exec: {env: {A: 'a'}}}, {id: 'g', commands: []}, {id: 'two'}],
+}`)
+	first, err := b.Render(t.Context(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mustJSON(t, first.Pattern)
+	if !first.Pattern.Run[1].IsGroup() {
+		t.Fatal("the empty group is not a group")
+	}
+	key := sha256.Sum256(first.JSON)
+	decoded.mu.Lock()
+	_, ok := decoded.entries.peek(key)
+	decoded.mu.Unlock()
+	if !ok {
+		t.Fatal("the decoded pattern is not cached")
+	}
+	for range 2 {
+		res, err := b.Render(t.Context(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mustJSON(t, res.Pattern); got != want {
+			t.Fatalf("pattern = %s, want %s", got, want)
+		}
+		if !res.Pattern.Run[1].IsGroup() {
+			t.Fatal("the empty group of a cached pattern is not a group")
+		}
+		p := res.Pattern
+		p.Run[0].ID = "changed"
+		p.Run[0].OnChange[0] = "changed"
+		p.Run[0].Exec.Env["A"] = "changed"
+		p.Run[1].Commands = append(p.Run[1].Commands, p.Run[0])
+		p.RunVars["list"].([]any)[0] = "changed"
+		p.Run = p.Run[:1]
+	}
+	if got := mustJSON(t, first.Pattern); got != want {
+		t.Fatalf("first pattern = %s, want %s", got, want)
 	}
 }
