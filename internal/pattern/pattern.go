@@ -10,6 +10,11 @@
 // library of wrappers that give the natives their documented default
 // arguments; it is served from memory and never bundled.
 //
+// Renders reuse work that depends only on text: parsed bundles (by a hash
+// of their files), decoded patterns (by a hash of the rendered JSON). Both
+// caches are bounded and safe for concurrent use; natives run on every
+// render.
+//
 // It does not run Commands (package command does), sign or verify JWTs,
 // or read configuration files; callers pass the merged config and vars.
 package pattern

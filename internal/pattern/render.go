@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/google/go-jsonnet"
@@ -333,12 +334,15 @@ func (lineFormatter) Format(err error) string {
 // staticLoc matches the "file:line:col " prefix go-jsonnet gives a parse
 // error of an imported file, which then surfaces as a runtime error at the
 // import expression.
-var staticLoc = regexp.MustCompile(`^(\S+:(?:\d+:\d+(?:-\d+)?|\(\d+:\d+\)-\(\d+:\d+\))) `)
+// It is compiled on first use, not at program start.
+var staticLoc = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(\S+:(?:\d+:\d+(?:-\d+)?|\(\d+:\d+\)-\(\d+:\d+\))) `)
+})
 
 // located puts the most precise location first: the imported file's own
 // position when msg carries one, else loc.
 func located(loc, msg string) string {
-	if m := staticLoc.FindStringSubmatch(msg); m != nil {
+	if m := staticLoc().FindStringSubmatch(msg); m != nil {
 		return m[1] + ": " + msg[len(m[0]):] + " (imported at " + loc + ")"
 	}
 	return loc + ": " + msg
