@@ -18,7 +18,7 @@ var allowed = map[string][]string{
 	"internal/source":  {"internal/command", "internal/token"},
 	"internal/pull":    {"internal/watch"},
 	"internal/etcha": {"internal/pattern", "internal/command", "internal/token", "internal/source",
-		"internal/pull", "internal/listen", "internal/etcdenv"},
+		"internal/pull", "internal/listen", "internal/etcdenv", "internal/metrics"},
 	"internal/daemon": {"internal/etcha", "internal/source", "internal/token", "internal/watch",
 		"internal/writer", "internal/supervisor", "internal/metrics", "internal/command"},
 	"cmd/dispenser": {"internal/daemon", "internal/etcha", "internal/etcdenv", "internal/writer",
