@@ -3,6 +3,7 @@ package etcha
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dispenser-dev/dispenser/internal/listen"
+	"github.com/dispenser-dev/dispenser/internal/token"
 )
 
 // badInputConfig is a receiver where every endpoint would create marker
@@ -38,6 +40,24 @@ func TestRunBadInput(t *testing.T) {
 	})
 	big := bytes.Repeat([]byte("x"), listen.MaxBodyBytes+1)
 	forged := signedBy(t, otherPrivateKey(t), `{run: [{id: 'f', always: true, change: 'echo x >> `+marker+`'}]}`)
+	good := signedPattern(t, `{run: [{id: 'mark', always: true, change: 'echo x >> `+marker+`; echo pushed', onChange: ['etcha:webhookBody']}]}`)
+	expired := signAt(t, writeFile(t, dir, "exp.jsonnet", `{expiresIn: '1s', run: [{id: 'x', always: true, change: 'echo x >> `+marker+`'}]}`), timeNowMinus(5))
+	now := time.Now().Truncate(time.Second)
+	shellTok := func(key string, iat, exp time.Time) string {
+		k, err := token.ParsePrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := token.Sign(&token.Claims{Audience: []string{ShellAudience}, Subject: "app", IssuedAt: iat, ExpiresAt: exp, Pattern: shellPattern}, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + s
+	}
+	shellForged := shellTok(otherPrivateKey(t), now, now.Add(5*time.Second))
+	shellExpired := shellTok(testPrivateKey, now.Add(-time.Minute), now.Add(-55*time.Second))
+	shellLong := shellTok(testPrivateKey, now, now.Add(time.Minute))
+	shellNone := "Bearer " + algNone(t, shellTok(testPrivateKey, now, now.Add(5*time.Second))[len("Bearer "):])
 	for _, tc := range []struct {
 		name, method, path string
 		body               []byte
@@ -47,17 +67,31 @@ func TestRunBadInput(t *testing.T) {
 		{"unknown path", "POST", "/etcha/v1/nothing", nil, nil, 404},
 		{"unknown webhook", "GET", "/hook2", nil, nil, 404},
 		{"unknown push source", "POST", listen.PushPath + "nope", []byte("x"), nil, 404},
+		{"unknown shell source", "GET", listen.ShellPath + "nope", nil, []string{"Authorization", shellForged}, 404},
+		{"unknown metrics path", "GET", MetricsPath + "/x?key=k", nil, nil, 404},
 		{"push: wrong method", "GET", listen.PushPath + "app", nil, nil, 405},
 		{"shell: wrong method", "DELETE", listen.ShellPath + "app", nil, nil, 405},
 		{"metrics: wrong method", "POST", MetricsPath + "?key=k", nil, nil, 405},
 		{"push: oversized", "POST", listen.PushPath + "app", big, nil, 413},
 		{"webhook: oversized", "POST", "/hook", big, nil, 413},
-		{"shell input: oversized", "POST", listen.ShellPath + "app?session=x", big, []string{"Authorization", "Bearer " + forged}, 404},
+		{"shell: oversized", "GET", listen.ShellPath + "app", big, []string{"Authorization", shellForged}, 413},
+		{"shell input: oversized", "POST", listen.ShellPath + "app?session=x", big, []string{"Authorization", shellForged}, 413},
+		{"metrics: oversized", "GET", MetricsPath + "?key=k", big, nil, 413},
 		{"push: forged", "POST", listen.PushPath + "app", []byte(forged), nil, 404},
+		{"push: expired", "POST", listen.PushPath + "app", []byte(expired), nil, 404},
+		{"push: alg none", "POST", listen.PushPath + "app", []byte(algNone(t, good)), nil, 404},
 		{"push: garbage", "POST", listen.PushPath + "app", []byte("not a jwt"), nil, 404},
-		{"shell: forged", "GET", listen.ShellPath + "app", nil, []string{"Authorization", "Bearer " + forged}, 404},
-		{"shell input: forged", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", "Bearer " + forged}, 404},
+		{"shell: pattern JWT", "GET", listen.ShellPath + "app", nil, []string{"Authorization", "Bearer " + good}, 404},
+		{"shell: forged", "GET", listen.ShellPath + "app", nil, []string{"Authorization", shellForged}, 404},
+		{"shell: expired", "GET", listen.ShellPath + "app", nil, []string{"Authorization", shellExpired}, 404},
+		{"shell: expiry over 5s", "GET", listen.ShellPath + "app", nil, []string{"Authorization", shellLong}, 404},
+		{"shell: alg none", "GET", listen.ShellPath + "app", nil, []string{"Authorization", shellNone}, 404},
+		{"shell input: forged", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", shellForged}, 404},
+		{"shell input: expired", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", shellExpired}, 404},
+		{"shell input: expiry over 5s", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", shellLong}, 404},
+		{"shell input: alg none", "POST", listen.ShellPath + "app?session=x", []byte("touch " + marker), []string{"Authorization", shellNone}, 404},
 		{"metrics: wrong key", "GET", MetricsPath + "?key=K", nil, nil, 401},
+		{"metrics: no key", "GET", MetricsPath, nil, nil, 401},
 	} {
 		if code, _, _ := r.do(t, tc.method, tc.path, bytes.NewReader(tc.body), tc.header...); code != tc.want {
 			t.Errorf("%s: %s %s = %d, want %d", tc.name, tc.method, tc.path, code, tc.want)
@@ -65,10 +99,11 @@ func TestRunBadInput(t *testing.T) {
 	}
 	// Slow clients: half a header, and a header with half its body, on
 	// every endpoint; the server drops each within its read timeout.
-	for _, path := range []string{"/hook", listen.PushPath + "app", listen.ShellPath + "app?session=x", MetricsPath} {
+	for _, req := range []string{"POST /hook", "POST " + listen.PushPath + "app", "GET " + listen.ShellPath + "app",
+		"POST " + listen.ShellPath + "app?session=x", "GET " + MetricsPath} {
 		for _, send := range []string{
-			"POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Le",
-			"POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+			req + " HTTP/1.1\r\nHost: x\r\nContent-Le",
+			req + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
 		} {
 			slowRequest(t, r.addr, send)
 		}
@@ -76,9 +111,29 @@ func TestRunBadInput(t *testing.T) {
 	if fileExists(marker) {
 		t.Fatalf("bad input ran a command; log:\n%s", r.log.String())
 	}
-	if code, body, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 || body != "answered" || !fileExists(marker) {
+	if n, _ := r.log.count("shell started"); n != 0 {
+		t.Fatalf("bad input started a shell; log:\n%s", r.log.String())
+	}
+	// The daemon still serves: a good push (app is triggerOnly: its
+	// pattern is replaced, nothing runs), then a good webhook that runs
+	// the pushed pattern.
+	if code, body, _ := r.do(t, http.MethodPost, listen.PushPath+"app", strings.NewReader(good)); code != 200 || fileExists(marker) {
+		t.Fatalf("good push after the bad input = %d %q", code, body)
+	}
+	if code, body, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 || body != "pushed" || !fileExists(marker) {
 		t.Fatalf("good webhook after the bad input = %d %q", code, body)
 	}
+}
+
+// algNone returns tok with its header replaced by {"alg":"none"} and its
+// signature removed: an unsigned token with the same claims.
+func algNone(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWS: %q", tok)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."
 }
 
 // slowRequest sends text on a raw TLS connection and expects the server

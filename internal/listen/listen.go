@@ -285,8 +285,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// middleware applies the rate limit and the body read deadline to every
-// request and counts the requests in flight for Run.
+// middleware applies the rate limit, the body size limit and the body
+// read deadline to every request and counts the requests in flight for
+// Run.
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -310,6 +311,14 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", retryAfter(wait))
 			http.Error(w, "too many requests", http.StatusTooManyRequests)
+			return
+		}
+		// No endpoint takes a body over MaxBodyBytes: refuse a declared
+		// one before any handler (webhook, push and shell input also
+		// stop a chunked one while reading).
+		if r.ContentLength > MaxBodyBytes {
+			s.log.Warn("request refused: body too large", "remote", r.RemoteAddr, "path", r.URL.Path, "bytes", r.ContentLength, "max", MaxBodyBytes)
+			tooLarge(w)
 			return
 		}
 		next.ServeHTTP(w, r)
