@@ -194,6 +194,11 @@ func (e *Engine) deliver(ev Event) {
 		e.log.Debug("Event "+ev.Name+" has no receivers", "event", ev.Name, "from", ev.Source)
 	}
 	for _, name := range names {
+		if !e.hasPattern(name) {
+			e.log.Info("Source "+name+" skipped for event "+ev.Name+": it has no pattern", "source", name,
+				"event", ev.Name, "from", ev.Source)
+			continue
+		}
 		e.log.Info("Running source "+name+" for event "+ev.Name+" from ID "+ev.ID, "source", name,
 			"event", ev.Name, "from", ev.Source)
 		_, err := e.Run(e.runCtx, name, Origin{Trigger: TriggerEvent, Where: ev.Source, Env: ev.env()})
@@ -204,6 +209,17 @@ func (e *Engine) deliver(ev Event) {
 			e.log.Error("Event not delivered", "source", name, "event", ev.Name, "err", err)
 		}
 	}
+}
+
+// hasPattern reports whether the source has a current pattern (patterns
+// are replaced, never dropped, so a yes stays true).
+func (e *Engine) hasPattern(name string) bool {
+	e.mu.Lock()
+	s := e.sources[name]
+	e.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur != nil
 }
 
 // receivers returns, in name order, the sources whose eventsReceive lists
