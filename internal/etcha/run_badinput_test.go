@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -218,4 +219,38 @@ func TestRunRateLimit(t *testing.T) {
 		t.Errorf("%d commands ran, want at most the burst of 3", n)
 	}
 	r.log.waitLines(t, 1, "rate limited", "retryAfter=")
+	// The bucket is per client IP: another loopback address still gets
+	// a good push and the metrics through, while 127.0.0.1 stays limited.
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext,
+	}
+	defer tr.CloseIdleConnections()
+	other := &http.Client{Transport: tr, Timeout: waitLong}
+	good := signedPattern(t, `{run: [{id: 'g', always: true, change: 'true'}]}`)
+	for _, req := range []struct{ method, path, body string }{
+		{"POST", listen.PushPath + "app", good}, {"GET", MetricsPath + "?key=k", ""},
+	} {
+		resp, err := other.Do(must(http.NewRequest(req.method, "https://"+r.addr+req.path, strings.NewReader(req.body))))
+		if err != nil {
+			t.Fatalf("%s from 127.0.0.2: %v", req.path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s %s from 127.0.0.2 = %d, want 200", req.method, req.path, resp.StatusCode)
+		}
+	}
+	if code, _, _ := r.do(t, http.MethodGet, MetricsPath+"?key=k", nil); code != http.StatusTooManyRequests {
+		t.Errorf("metrics from 127.0.0.1 after the flood = %d, want 429", code)
+	}
+}
+
+// must returns v, panicking on err (for http.NewRequest with constant
+// arguments).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

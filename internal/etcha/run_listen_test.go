@@ -185,15 +185,19 @@ func TestRunWebhook(t *testing.T) {
     {id: 'body', always: true, onChange: ['etcha:webhookBody'],
      change: 'printf "{\\"method\\": \\"%s\\", \\"query\\": \\"%s\\", \\"body\\": \\"%s\\"}" "$ETCHA_WEBHOOK_METHOD" "$ETCHA_WEBHOOK_QUERY" "$(echo $ETCHA_WEBHOOK_BODY | base64 -d)"'},
     {id: 'type', always: true, change: 'echo application/json', onChange: ['etcha:webhookContentType']},
+    {id: 'env', always: true, change: 'printf "%s\\n%s\\n" "$ETCHA_WEBHOOK_PATH" "$ETCHA_WEBHOOK_HEADERS" > `+dir+`/env'},
   ]},
   c: {triggerOnly: true, webhookPaths: ['/hook'], commands: [{id: 'never', always: true, change: 'touch `+dir+`/c'}]},
   d: {triggerOnly: true, webhookPaths: ['/none'], commands: [{id: 'no body', always: true, change: 'true'}]},
-  slow: {triggerOnly: true, webhookPaths: ['/slow'], commands: [{id: 'slow', always: true, change: 'echo $$ > `+dir+`/pid; sleep 60'}]},
+  slow: {triggerOnly: true, webhookPaths: ['/slow'], commands: [{id: 'slow', always: true, change: 'sleep 60 & echo $! > `+dir+`/pid; wait'}]},
 }`), "stateDir:", "timeoutWebhook: '1s', stateDir:", 1)
 	r := startRun(t, cfg)
-	code, body, h := r.do(t, http.MethodPost, "/hook?x=1", strings.NewReader("hello"))
+	code, body, h := r.do(t, http.MethodPost, "/hook?x=1", strings.NewReader("hello"), "X-Test", "yes")
 	if want := `{"method": "POST", "query": "x=1", "body": "hello"}`; code != 200 || body != want || h.Get("Content-Type") != "application/json" {
 		t.Fatalf("POST /hook = %d %q %q, want 200 %q application/json", code, body, h.Get("Content-Type"), want)
+	}
+	if env := fileText(t, filepath.Join(dir, "env")); !strings.HasPrefix(env, "/hook\n") || !strings.Contains(env, "\nX-Test: yes\n") {
+		t.Errorf("ETCHA_WEBHOOK_PATH and _HEADERS = %q, want /hook and a line X-Test: yes", env)
 	}
 	if !fileExists(filepath.Join(dir, "a")) || fileExists(filepath.Join(dir, "c")) {
 		t.Errorf("a ran %v (want true, before b), c ran %v (want false, after the answer)", fileExists(filepath.Join(dir, "a")), fileExists(filepath.Join(dir, "c")))
@@ -211,14 +215,21 @@ func TestRunWebhook(t *testing.T) {
 	if d := time.Since(began); d > 30*time.Second {
 		t.Errorf("504 after %v, want about 1s", d)
 	}
+	// The command's background child (same process group, not the
+	// shell that was started) is killed too: gone, or a zombie.
 	pid := strings.TrimSpace(fileText(t, filepath.Join(dir, "pid")))
 	if pid == "" {
 		t.Fatal("the slow command did not start")
 	}
-	if _, err := os.Stat("/proc/" + pid); err == nil {
-		if b, _ := os.ReadFile("/proc/" + pid + "/stat"); !bytes.Contains(b, []byte(") Z ")) {
-			t.Errorf("the slow command (pid %s) still runs after the 504", pid)
+	for deadline := time.Now().Add(waitLong); ; {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil || bytes.Contains(b, []byte(") Z ")) {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slow command's child (pid %s) still runs %v after the 504: %s", pid, waitLong, b)
+		}
+		time.Sleep(10 * time.Millisecond) // SIGKILL is delivered asynchronously; bounded by the deadline
 	}
 	// The daemon still answers.
 	if code, _, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 {

@@ -3,6 +3,7 @@ package etcha
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -46,18 +47,35 @@ func TestRunShell(t *testing.T) {
 	app := shellApp(t, r.addr, "")
 	var out, errOut lockedBuffer
 	app.Stdout = &out
-	err := app.Shell(context.Background(), ShellOptions{Source: "box", Target: r.addr, Stdin: strings.NewReader("echo hi\necho err >&2\n"), Stderr: &errOut})
-	if err != nil || out.String() != "hi\n" || errOut.String() != "err\n" {
-		t.Fatalf("shell: %v, stdout %q, stderr %q; want nil, hi, err", err, out.String(), errOut.String())
-	}
+	stdin, input := io.Pipe()
+	ended := make(chan error, 1)
+	go func() {
+		ended <- app.Shell(context.Background(), ShellOptions{Source: "box", Target: r.addr, Stdin: stdin, Stderr: &errOut})
+	}()
+	// While the session is open (its shell event ran), the gauge is 1.
 	if got := waitFile(t, r, filepath.Join(dir, "shells")); !strings.HasPrefix(got, "shell lAASVe7woP") {
 		t.Errorf("shell event receiver got %q, want the shell event with the key ID", got)
+	}
+	_, body, _ := r.do(t, http.MethodGet, MetricsPath+"?key=k", nil)
+	if !strings.Contains(body, `etcha_sources_shells{name="box",public_key="lAASVe7woP",remote_addr="127.0.0.1"} 1`) {
+		t.Errorf("metrics lack the open shell's gauge at 1:\n%s", grepLines(body, "shells"))
+	}
+	io.WriteString(input, "echo hi\necho err >&2\n")
+	input.Close()
+	var err error
+	select {
+	case err = <-ended:
+	case <-time.After(waitLong):
+		t.Fatal("shell did not end after its stdin did")
+	}
+	if err != nil || out.String() != "hi\n" || errOut.String() != "err\n" {
+		t.Fatalf("shell: %v, stdout %q, stderr %q; want nil, hi, err", err, out.String(), errOut.String())
 	}
 	err = app.Shell(context.Background(), ShellOptions{Source: "box", Target: r.addr, Stdin: strings.NewReader("exit 3\n")})
 	if e, ok := errors.AsType[*Error](err); !ok || e.Code != 3 {
 		t.Fatalf("shell exiting 3: %v, want exit code 3", err)
 	}
-	_, body, _ := r.do(t, http.MethodGet, MetricsPath+"?key=k", nil)
+	_, body, _ = r.do(t, http.MethodGet, MetricsPath+"?key=k", nil)
 	if !strings.Contains(body, `etcha_sources_shells{name="box",public_key="lAASVe7woP",remote_addr="127.0.0.1"} 0`) {
 		t.Errorf("metrics lack the ended shell's gauge at 0:\n%s", grepLines(body, "shells"))
 	}
