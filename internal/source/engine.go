@@ -219,11 +219,12 @@ func New(ctx context.Context, opts Options, sources []Config) (*Engine, error) {
 func newSrc(c Config) (*src, error) {
 	s := &src{cfg: c}
 	if c.EventsSend != "" {
-		re, err := regexp.Compile(`^(?:` + c.EventsSend + `)$`)
-		if err != nil {
+		// Compiled alone first: wrapped, "a)|(b" would compile, as an
+		// unanchored ^(?:a)|(b)$.
+		if _, err := regexp.Compile(c.EventsSend); err != nil {
 			return nil, fmt.Errorf("source %q: eventsSend %q is not a valid Go regexp (%v); fix the expression", c.Name, c.EventsSend, err)
 		}
-		s.send = re
+		s.send = regexp.MustCompile(`^(?:` + c.EventsSend + `)$`)
 	}
 	return s, nil
 }

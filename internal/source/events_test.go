@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -491,20 +492,26 @@ func TestCloseStopsDispatch(t *testing.T) {
 	}
 }
 
-// New and Add refuse an eventsSend that is not a Go regexp.
+// New and Add refuse an eventsSend that is not a Go regexp, also one
+// that the anchoring would turn into a valid but unanchored one.
 func TestEventsSendBadRegexp(t *testing.T) {
 	v := newEnv(t)
-	want := `source "app": eventsSend "a(" is not a valid Go regexp (error parsing regexp: missing closing ): ` + "`^(?:a()$`" + `); fix the expression`
-	_, err := New(context.Background(), Options{Renderer: v}, []Config{{Name: "app", EventsSend: "a("}})
-	if err == nil || err.Error() != want {
-		t.Errorf("New: %v, want %s", err, want)
-	}
-	e := v.engine(Options{})
-	err = e.Add(context.Background(), Config{Name: "app", EventsSend: "a("})
-	if err == nil || err.Error() != want {
-		t.Errorf("Add: %v, want %s", err, want)
-	}
-	if names := e.Names(); len(names) != 0 {
-		t.Errorf("Add registered %q after refusing it", names)
+	for expr, why := range map[string]string{
+		"a(":    "missing closing ): `a(`",
+		"a)|(b": "unexpected ): `a)|(b`",
+	} {
+		want := fmt.Sprintf("source \"app\": eventsSend %q is not a valid Go regexp (error parsing regexp: %s); fix the expression", expr, why)
+		_, err := New(context.Background(), Options{Renderer: v}, []Config{{Name: "app", EventsSend: expr}})
+		if err == nil || err.Error() != want {
+			t.Errorf("New: %v, want %s", err, want)
+		}
+		e := v.engine(Options{})
+		err = e.Add(context.Background(), Config{Name: "app", EventsSend: expr})
+		if err == nil || err.Error() != want {
+			t.Errorf("Add: %v, want %s", err, want)
+		}
+		if names := e.Names(); len(names) != 0 {
+			t.Errorf("Add registered %q after refusing it", names)
+		}
 	}
 }
