@@ -216,6 +216,15 @@ func TestRunPushUsage(t *testing.T) {
 			t.Errorf("etcha %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stderr, tc.code, tc.err)
 		}
 	}
+	// A bad httpServer.rateLimitRate is one line at start, before
+	// anything binds or runs (the bad listen address would be the error
+	// otherwise).
+	for _, rate := range []string{"10-S", "ten/s", "10/d"} {
+		code, _, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", "httpServer_rateLimitRate="+rate, "-x", "httpServer_listenAddress=nonsense", "-x", "run_stateDir="+dir, "run")
+		if code != 1 || !strings.HasPrefix(stderr, "etcha: httpServer.rateLimitRate \""+rate+"\": want <count>/<period>") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("run with rateLimitRate %q: exit %d, stderr %q; want exit 1 and one line naming the format", rate, code, stderr)
+		}
+	}
 	stdoutCmd := `sources_app={"commands": [{"id": "say", "always": true, "change": "echo hello from run", "onChange": ["etcha:stdout"]}]}`
 	code, out, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", stdoutCmd, "-x", "run_stateDir="+dir, "run", "-o")
 	if code != 0 || out != "hello from run\n" {

@@ -259,3 +259,34 @@ func TestShellClientGone(t *testing.T) {
 		t.Errorf("new session after that = %d", resp.StatusCode)
 	}
 }
+
+// TestShellKeepaliveCapped: a keepalive interval over 10 s (or 0) is 10 s:
+// on an idle shell the first keepalive comes within 10 s of the session
+// event (plus slack for a loaded machine), not after the hour asked for.
+func TestShellKeepaliveCapped(t *testing.T) {
+	t.Parallel()
+	for _, ask := range []time.Duration{time.Hour, 0} {
+		t.Run(ask.String(), func(t *testing.T) {
+			t.Parallel()
+			sh := newShells(t)
+			sh.command = "exec sleep 60"
+			s := start(t, listen.Options{Shells: sh, ShellKeepalive: ask})
+			_, ev := s.openShell(t, "web", "good")
+			if e := <-ev.ch; e[0] != "session" {
+				t.Fatalf("first event %q, want session", e[0])
+			}
+			began := time.Now()
+			select {
+			case e := <-ev.ch:
+				if e[0] != "keepalive" || e[1] == "" {
+					t.Fatalf("event %q %q on an idle shell, want a keepalive", e[0], e[1])
+				}
+				if d := time.Since(began); d > listen.MaxKeepalive+3*time.Second {
+					t.Errorf("first keepalive after %v, want at most %v", d, listen.MaxKeepalive)
+				}
+			case <-time.After(wait):
+				t.Fatalf("no keepalive within %v", wait)
+			}
+		})
+	}
+}
