@@ -17,8 +17,8 @@ const (
 	TriggerStartup Trigger = ""        // the start-up run of a restored or static pattern (spec §8: "")
 	TriggerPull    Trigger = "pull"    // a pulled pattern, or a runFrequency tick
 	TriggerPush    Trigger = "push"    // a pushed pattern
-	TriggerEvent   Trigger = "event"   // an event run (spec §4.6; not wired yet)
-	TriggerWebhook Trigger = "webhook" // a webhook run (spec §4.7; not wired yet)
+	TriggerEvent   Trigger = "event"   // an event run (spec §4.6)
+	TriggerWebhook Trigger = "webhook" // a webhook run (spec §4.7)
 )
 
 // Origin says where a pattern or a run request came from: for logs, the

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -145,6 +146,16 @@ func TestWebhookDeadlineKillsGroup(t *testing.T) {
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
 		t.Fatalf("pid file %q: %v", b, err)
+	}
+	// A second request's deadline passes while it waits in a's queue: it
+	// gets the error and the running script is untouched.
+	queued, cancelQueued := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelQueued()
+	if _, err := e.Webhook(queued, WebhookRequest{Method: "GET", Path: "/slow"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("queued Webhook with a 300 ms deadline: %v, want context.DeadlineExceeded", err)
+	}
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("the first request's background child died with the second request's deadline: %v", err)
 	}
 	close(ctx.done)
 	select {
