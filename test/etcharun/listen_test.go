@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -143,4 +144,46 @@ func TestListenExit(t *testing.T) {
 	if !strings.Contains(e.log.String(), "\nbye\n") {
 		t.Errorf("the exit receiver did not print; output:\n%s", e.log.String())
 	}
+}
+
+// TestListenRateLimit is the README's rate-limit example with the binary:
+// httpServer.rateLimitRate "3/m" lets a client send 3 requests at once,
+// then answers 429 with Retry-After in whole seconds (here up to 20, the
+// time one token takes) on every endpoint, metrics included, and logs
+// it; the metrics endpoint answers 401 to a wrong key before that.
+func TestListenRateLimit(t *testing.T) {
+	bin, cfg, _ := setup(t, `{}`)
+	b, _ := os.ReadFile(cfg)
+	b = []byte(strings.Replace(string(b), "listenAddress: '127.0.0.1:0'", "listenAddress: '127.0.0.1:0', rateLimitRate: '3/m'", 1))
+	b = []byte(strings.Replace(string(b), "run: {", "run: {systemMetricsKey: 'k', ", 1))
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := start(t, bin, cfg, nil, "run")
+	addr := e.log.wait(t, 1, `msg=listening .*addr=(127\.0\.0\.1:\d+)`)[1]
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: waitLong}
+	defer c.CloseIdleConnections()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := c.Get("https://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	for i, want := range []int{401, 404, 404} {
+		path := map[bool]string{true: "/etcha/v1/system/metrics?key=wrong", false: "/nothing"}[i == 0]
+		if code, _ := get(path); code != want {
+			t.Fatalf("request %d (%s) = %d, want %d", i+1, path, code, want)
+		}
+	}
+	for _, path := range []string{"/nothing", "/etcha/v1/system/metrics?key=k", "/etcha/v1/push/x"} {
+		code, retry := get(path)
+		if n, err := strconv.Atoi(retry); code != http.StatusTooManyRequests || err != nil || n < 1 || n > 20 {
+			t.Errorf("%s over the rate = %d Retry-After %q, want 429 and 1..20 s", path, code, retry)
+		}
+	}
+	e.log.wait(t, 3, `msg="rate limited".*retryAfter=`)
 }
