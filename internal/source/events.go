@@ -277,21 +277,24 @@ func (e *Engine) exit() {
 	}
 	e.mu.Unlock()
 	for _, s := range srcs {
-		s.mu.Lock()
-		jwt := ""
-		if s.cur != nil {
-			jwt = s.cur.jwt
-		}
-		s.mu.Unlock()
-		if jwt == "" || s.cfg.NoRestore {
-			continue
-		}
-		if err := e.save(s.cfg.Name, jwt); err != nil {
-			e.log.Error("Pattern not saved at exit; a restart will not restore it", "source", s.cfg.Name, "err", err)
-		}
+		e.saveCurrent(s)
 	}
 	e.log.Info("Exiting: a command fired etcha:exit")
 	e.events.exitOnce.Do(func() { close(e.events.exited) })
+}
+
+// saveCurrent saves s's current JWT, holding s.mu as swap does: a push
+// replacing the pattern meanwhile cannot have its newer file overwritten
+// with the JWT read before it.
+func (e *Engine) saveCurrent(s *src) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil || s.cur.jwt == "" || s.cfg.NoRestore {
+		return
+	}
+	if err := e.save(s.cfg.Name, s.cur.jwt); err != nil {
+		e.log.Error("Pattern not saved at exit; a restart will not restore it", "source", s.cfg.Name, "err", err)
+	}
 }
 
 // printStdout applies the stdout event: its output, a line each.

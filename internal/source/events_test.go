@@ -515,3 +515,33 @@ func TestEventsSendBadRegexp(t *testing.T) {
 		}
 	}
 }
+
+// exit saves every current JWT while pushes go on: the state file ends
+// with the current pattern, never an older one that exit read before a
+// push replaced it.
+func TestExitSaveRacesPush(t *testing.T) {
+	v := newEnv(t)
+	e := v.engine(Options{},
+		Config{Name: "app", RunMulti: true},
+		Config{Name: "ex", RunMulti: true, Static: v.pat(`{run: [{id: 'bye', always: true, change: 'true', onChange: ['etcha:exit']}]}`)})
+	const n = 40
+	jwts := make([]string, n)
+	for i := range jwts {
+		jwts[i] = v.sign(`{run: []}` + strings.Repeat(" ", i)) // a different pattern each, newer each
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for range n {
+			run(t, e, "ex", Origin{})
+		}
+	})
+	for _, j := range jwts {
+		receive(t, e, "app", j, push)
+	}
+	wg.Wait()
+	idle(t, e)
+	cur, _ := e.Current("app")
+	if b, err := os.ReadFile(filepath.Join(v.state, "app.jwt")); err != nil || string(b) != cur || cur != jwts[n-1] {
+		t.Errorf("state file is the current pattern: %v (err %v); current is the last push: %v", string(b) == cur, err, cur == jwts[n-1])
+	}
+}
