@@ -256,7 +256,8 @@ func (e *Engine) Current(name string) (jwt string, ok bool) {
 // Close stops the engine: new calls and calls waiting in a queue return
 // ErrClosed at once; runs in progress may finish until ctx is done, then
 // their commands' contexts are cancelled (which kills their process
-// groups) and Close waits for them to return. It returns ctx's error if
+// groups) and Close waits for them to return. Events still queued are
+// dropped; Fire afterwards does nothing. It returns ctx's error if
 // it had to cancel runs, else nil. Calling it again waits again.
 func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Lock()

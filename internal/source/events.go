@@ -68,7 +68,9 @@ func (e *Engine) Idle(ctx context.Context) error {
 
 // Exited is closed once a command fired etcha:exit, its run finished,
 // `exit` was dispatched to its receivers and state was saved (spec
-// §4.6). The runner then shuts down and exits 0.
+// §4.6). The runner then shuts down and exits 0. The engine itself keeps
+// working until Close: calls, and events queued after the exit, are
+// served as before.
 func (e *Engine) Exited() <-chan struct{} { return e.events.exited }
 
 // queued is one entry of the event queue: an event, or the exit mark.

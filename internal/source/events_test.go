@@ -115,7 +115,8 @@ func TestEventsSendGate(t *testing.T) {
 }
 
 // Rule 1: the system events pull, push and shell that etcha fires are not
-// gated by the sender's eventsSend.
+// gated by the sender's eventsSend; like any event they do not go to the
+// source they come from.
 func TestFireNotGated(t *testing.T) {
 	v := newEnv(t)
 	e := v.engine(Options{},
@@ -123,6 +124,7 @@ func TestFireNotGated(t *testing.T) {
 		Config{Name: "recv", EventsReceive: []string{"pull", "push", "shell"}, Static: v.pat(recvPattern)})
 	for _, n := range []string{"pull", "push", "shell"} {
 		e.Fire(Event{Name: n, Source: "mute"})
+		e.Fire(Event{Name: n, Source: "recv"}) // about recv itself: not to recv (rule 2)
 	}
 	idle(t, e)
 	if got, want := v.log(), "pull:recv,push:recv,shell:recv"; got != want {
