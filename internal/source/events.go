@@ -51,13 +51,18 @@ func (e *Engine) Fire(ev Event) {
 }
 
 // Idle blocks until every queued event has been dispatched (and the runs
-// it caused finished), or ctx is done (then it returns ctx.Err()). Events
-// that Close dropped count as dispatched. For `etcha run -o` (which
+// it caused finished), or ctx is done (then it returns ctx.Err(); nil if
+// it is idle too). Events that Close dropped count as dispatched. For `etcha run -o` (which
 // dispatches events too, then exits) and tests.
 func (e *Engine) Idle(ctx context.Context) error {
 	e.events.mu.Lock()
 	idle := e.events.idle
 	e.events.mu.Unlock()
+	select {
+	case <-idle: // first: when both are ready, a select picks at random
+		return nil
+	default:
+	}
 	select {
 	case <-idle:
 		return nil

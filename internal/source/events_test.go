@@ -159,6 +159,11 @@ func TestEventReceiversAndOrder(t *testing.T) {
 	}
 }
 
+// waitFile is a script line that waits (30 s at most) for $D/<name>.
+func waitFile(name string) string {
+	return `i=0; while [ ! -f "$D/` + name + `" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done`
+}
+
 // Rule 4: events are dispatched after the emitting run completed, through
 // the receiver's queue: a receiver run in progress finishes first.
 func TestEventAfterRunThroughQueue(t *testing.T) {
@@ -166,24 +171,45 @@ func TestEventAfterRunThroughQueue(t *testing.T) {
 	e := v.engine(Options{},
 		Config{Name: "recv", EventsReceive: []string{"x"}, Static: v.pat(`{run: [{id: 'r', always: true, change: |||
 		  if [ "$ETCHA_SOURCE_TRIGGER" = event ]; then
-		    test -f "$D/sender-done" && echo event-after-sender >> "$D/log" || echo event-before-sender-done >> "$D/log"
+		    echo event >> "$D/log"
 		  else
 		    echo held >> "$D/log"
-		    i=0; while [ ! -f "$D/release" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+		    ` + waitFile("release") + `
 		    echo held-end >> "$D/log"
 		  fi
 		|||}]}`)},
 		Config{Name: "send", EventsSend: "x", Static: v.pat(`{run: [
-		  {id: 'emit', always: true, change: 'true', onChange: ['etcha:x']},
-		  {id: 'last', always: true, change: 'sleep 0.3; touch "$D/sender-done"'},
+		  {id: 'emit', always: true, change: 'echo emitted >> "$D/log"', onChange: ['etcha:x']},
+		  {id: 'last', always: true, change: |||
+		    ` + waitFile("go") + `
+		    echo sender-done >> "$D/log"
+		  |||},
 		]}`)})
-	held := make(chan Result, 1)
+	held := make(chan error, 1)
 	go func() {
-		r, _ := e.Run(context.Background(), "recv", Origin{})
-		held <- r
+		_, err := e.Run(context.Background(), "recv", Origin{})
+		held <- err
 	}()
 	v.waitLog("the held run", func(l string) bool { return l == "held" })
-	run(t, e, "send", Origin{})
+	sent := make(chan error, 1)
+	go func() {
+		_, err := e.Run(context.Background(), "send", Origin{})
+		sent <- err
+	}()
+	v.waitLog("the event's emission", func(l string) bool { return l == "held,emitted" })
+	// The sender's run is still going: nothing may be queued yet (an event
+	// queued now would stay pending behind recv's held run).
+	none, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.Idle(none); err != nil {
+		t.Errorf("an event is pending while the emitting run is still going (Idle: %v)", err)
+	}
+	if err := os.WriteFile(filepath.Join(v.dir, "go"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
 	// Wait (bounded) for the dispatcher to wait in recv's queue.
 	s := e.sources["recv"]
 	deadline := time.Now().Add(20 * time.Second)
@@ -202,9 +228,11 @@ func TestEventAfterRunThroughQueue(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(v.dir, "release"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	<-held
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
 	idle(t, e)
-	if got, want := v.log(), "held,held-end,event-after-sender"; got != want {
+	if got, want := v.log(), "held,emitted,sender-done,held-end,event"; got != want {
 		t.Errorf("log %q, want %q", got, want)
 	}
 }
@@ -435,6 +463,13 @@ func TestIdle(t *testing.T) {
 		  echo done >> "$D/log"
 		|||}]}`)})
 	idle(t, e) // nothing queued: at once
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 20 { // a select on both would pick at random
+		if err := e.Idle(done); err != nil {
+			t.Fatalf("Idle with nothing queued and a cancelled ctx: %v on call %d, want nil", err, i+1)
+		}
+	}
 	e.Fire(Event{Name: "x", Source: "elsewhere"})
 	v.waitLog("the event run", func(l string) bool { return l == "started" })
 	ctx, cancel := context.WithCancel(context.Background())
