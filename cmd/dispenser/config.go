@@ -95,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.embedded, "embedded-etcd", "", "start an in-process single-member etcd with its data in `DIR` (development only)")
 	fs.StringVar(&c.embedListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
 	fs.StringVar(&c.listenHTTP, "listen-http", "", "serve /metrics, /healthz and /readyz on `ADDR`, e.g. 127.0.0.1:9090 (default: off)")
-	fs.DurationVar(&c.watchProbe, "watch-probe", 30*time.Second, "ask etcd for watch progress this often and resync if it does not answer (0: off)")
+	fs.DurationVar(&c.watchProbe, "watch-probe", 30*time.Second, "ask etcd for a sign of life on the watch this often (a progress request; through etcd's grpc-proxy, which does not answer those, a one-key probe watch) and resync after two unanswered (0: off)")
 	fs.DurationVar(&c.initTimeout, "initial-timeout", 0, "give up if the first complete sync takes longer than this (default: wait forever)")
 	fs.StringVar(&c.patterns, "patterns", "", "run the signed pattern JWT in each key under this etcd `PREFIX`; the key's path below it is the pattern's name (needs a verify key)")
 	fs.StringArrayVar(&keyFlags, "verify-key", nil, "public `KEY` (from etcha generate-keys) that pattern JWTs must be signed with; repeatable; also DISPENSER_VERIFY_KEYS (comma-separated) and DISPENSER_VERIFY_KEYS_FILE")

@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 
-	patterns, err := loadPatterns(ctx, cfg, log)
+	patterns, err := loadPatterns(ctx, cfg, stdout, log)
 	if err != nil {
 		return err
 	}
@@ -93,12 +93,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // loadPatterns reads --etcha-config and checks that patterns have a verify
-// key: they never run unsigned. It returns nil without --patterns.
-func loadPatterns(ctx context.Context, cfg *config, log *slog.Logger) (*daemon.Patterns, error) {
+// key: they never run unsigned. It returns nil without --patterns. The
+// output of etcha:stdout events goes to stdout, a line each.
+func loadPatterns(ctx context.Context, cfg *config, stdout io.Writer, log *slog.Logger) (*daemon.Patterns, error) {
 	if cfg.patterns == "" {
 		return nil, nil
 	}
-	app := &etcha.App{Env: os.Environ(), Logger: log}
+	app := &etcha.App{Env: os.Environ(), Stdout: stdout, Logger: log}
 	if cfg.etchaConfig != "" {
 		c, err := etcha.LoadConfig(ctx, etcha.LoadOptions{Path: cfg.etchaConfig, Env: os.Environ(), Logger: log})
 		if err != nil {

@@ -102,9 +102,11 @@ type Daemon struct {
 	stops      <-chan os.Signal // SIGTERM, SIGINT, SIGQUIT (see stopSignals)
 	sigs       <-chan os.Signal // every other signal to forward to the child
 
-	engine  *source.Engine  // nil without Patterns
-	sources map[string]bool // names registered in engine
-	present map[string]bool // names with a pattern key in etcd
+	engine      *source.Engine  // nil without Patterns
+	sources     map[string]bool // names registered in engine
+	present     map[string]bool // names with a pattern key in etcd
+	etcha       *metrics.Etcha  // etcha_* metrics of the pattern runs; nil without Patterns
+	eventReload chan struct{}   // buffered 1: an event run fired etcha:reload (see patternResult)
 }
 
 // New returns a Daemon for opts. The InitialTimeout starts now.
@@ -121,6 +123,10 @@ func New(opts Options) *Daemon {
 	}
 	if d.metrics == nil {
 		d.metrics = metrics.New()
+	}
+	if opts.Patterns != nil {
+		d.etcha = metrics.NewEtcha(d.metrics.Registry())
+		d.eventReload = make(chan struct{}, 1)
 	}
 	if opts.InitialTimeout > 0 {
 		d.giveUp = time.After(opts.InitialTimeout)
@@ -189,6 +195,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		return nil
 	}
 	if len(d.opts.Argv) > 0 {
+		d.eventReloaded() // a reload from before the child exists: it reads the newest state at start
 		if err := d.startChild(); err != nil {
 			return err
 		}
@@ -371,6 +378,8 @@ func (d *Daemon) loop(ctx context.Context, batches <-chan watch.Batch) os.Signal
 		case <-d.reload:
 			d.reload = nil
 			d.signal()
+		case <-d.eventReload: // nil without patterns
+			d.reloadChild(true)
 		case s := <-d.stops:
 			if d.isStop(s) {
 				return s
@@ -413,7 +422,7 @@ func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan t
 	if stop != nil {
 		return stop
 	}
-	d.reloadChild(changed || reload)
+	d.reloadChild(changed || reload || d.eventReloaded())
 	d.writer.Tidy() // after the signal: the child need not wait for it
 	return nil
 }
@@ -438,7 +447,7 @@ func (d *Daemon) patternsAndSignal(ctx context.Context, p *pending) os.Signal {
 	if stop != nil {
 		return stop
 	}
-	d.reloadChild(reload)
+	d.reloadChild(reload || d.eventReloaded())
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/dispenser-dev/dispenser/internal/command"
 	"github.com/dispenser-dev/dispenser/internal/etcha"
 	"github.com/dispenser-dev/dispenser/internal/source"
 	"github.com/dispenser-dev/dispenser/internal/token"
@@ -44,6 +45,13 @@ func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
 	p := d.opts.Patterns
 	if p.Prefix == "" || strings.HasPrefix(p.Prefix, d.opts.Prefix) || strings.HasPrefix(d.opts.Prefix, p.Prefix) {
 		return nil, fmt.Errorf("patterns prefix %q and files prefix %q overlap; use two separate prefixes", p.Prefix, d.opts.Prefix)
+	}
+	if p.App.Config != nil {
+		for _, n := range slices.Sorted(maps.Keys(p.App.Config.Sources)) {
+			if sc := p.App.Config.Sources[n]; sc != nil && slices.Contains(sc.EventsReceive, "reload") {
+				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it", n)
+			}
+		}
 	}
 	if p.StateDir != "" {
 		if err := os.MkdirAll(p.StateDir, 0o700); err != nil {
@@ -85,8 +93,26 @@ func (d *Daemon) closeEngine(skip <-chan struct{}) {
 	wg.Wait()
 }
 
-// patternResult is the engine's OnResult: it counts each result.
-func (d *Daemon) patternResult(name string, _ source.Origin, r source.Result) {
+// patternResult is the engine's OnResult, called for the runs that
+// runPattern starts (trigger pull) and for the event runs the engine
+// dispatches on its own goroutine (trigger event). It counts each result
+// in the dispenser_pattern_* and the etcha_* metrics. An event run that
+// fired etcha:reload asks the daemon loop for a reload signal through
+// eventReload (runPattern reports its own runs' reloads); requests not
+// yet taken merge into one. etcha:exit is logged and ignored: dispenser
+// supervises the child, and a pattern never stops it.
+func (d *Daemon) patternResult(name string, o source.Origin, r source.Result) {
+	etcha.RecordResult(d.etcha, name, o, r)
+	if r.Exit {
+		d.log.Warn("etcha:exit has no effect in dispenser; it keeps running with its child (stop it with SIGTERM)",
+			"pattern", name, "trigger", o.Trigger)
+	}
+	if o.Trigger != source.TriggerPull && fired(r, "reload") {
+		select {
+		case d.eventReload <- struct{}{}:
+		default: // one is pending already
+		}
+	}
 	if r.Err != nil { // refused, or a command failed
 		d.patternFailures.Add(1)
 	}
@@ -100,6 +126,21 @@ func (d *Daemon) patternResult(name string, _ source.Origin, r source.Result) {
 	if !r.IssuedAt.IsZero() && r.Status != source.StatusSkipped {
 		d.metrics.PatternAccepted(name, r.IssuedAt)
 	}
+}
+
+// eventReloaded takes a pending reload request of an event run, if any.
+func (d *Daemon) eventReloaded() bool {
+	select {
+	case <-d.eventReload:
+		return true
+	default:
+		return false
+	}
+}
+
+// fired reports whether a command of r's run fired etcha:<event>.
+func fired(r source.Result, event string) bool {
+	return slices.ContainsFunc(r.Events, func(ev command.Event) bool { return ev.Name == event })
 }
 
 // runPatterns runs the pattern changes in p, in name order, and reports
@@ -228,10 +269,5 @@ func (d *Daemon) runPattern(ctx context.Context, name, jwt string, startup bool)
 		}
 		return false
 	}
-	for _, ev := range r.Events {
-		if ev.Name == "reload" {
-			return true
-		}
-	}
-	return false
+	return fired(r, "reload")
 }
