@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -229,5 +230,36 @@ func TestRunPushUsage(t *testing.T) {
 	code, out, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", stdoutCmd, "-x", "run_stateDir="+dir, "run", "-o")
 	if code != 0 || out != "hello from run\n" {
 		t.Fatalf("run -o: exit %d, stdout %q, stderr %s", code, out, stderr)
+	}
+}
+
+// TestOneShotGC: commands other than run set GOGC to oneShotGCPercent,
+// unless the environment sets GOGC; run keeps the default.
+func TestOneShotGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want int
+	}{
+		{"render", nil, oneShotGCPercent},
+		{"version", []string{"HOME=/x"}, oneShotGCPercent},
+		{"render", []string{"GOGC=50"}, 100},
+		{"run", nil, 100},
+	} {
+		debug.SetGCPercent(100)
+		oneShotGC(tc.name, tc.env)
+		if got := debug.SetGCPercent(100); got != tc.want {
+			t.Errorf("%s with env %q: GOGC %d, want %d", tc.name, tc.env, got, tc.want)
+		}
+	}
+	// Through the CLI: version sets it.
+	debug.SetGCPercent(100)
+	if code, _, stderr := cli(t, nil, "version"); code != 0 {
+		t.Fatalf("version: exit %d %s", code, stderr)
+	}
+	if got := debug.SetGCPercent(100); got != oneShotGCPercent {
+		t.Errorf("after etcha version: GOGC %d, want %d", got, oneShotGCPercent)
 	}
 }

@@ -144,7 +144,9 @@ type renderRequest struct {
 // spec §5.3.
 func (a *App) renderOptions(r renderRequest) (pattern.Options, error) {
 	c := a.config()
-	auto := map[string]any{"source": r.sourceName, "sysinfo": a.sysinfo(), "test": r.test}
+	// sysinfo is not among the vars: pattern gathers it (SysInfo) only
+	// when the pattern calls getConfig(), over any sysinfo in Vars.
+	auto := map[string]any{"source": r.sourceName, "test": r.test}
 	for k, v := range r.auto {
 		auto[k] = v
 	}
@@ -157,6 +159,7 @@ func (a *App) renderOptions(r renderRequest) (pattern.Options, error) {
 		Config:      c.getConfig(e),
 		Env:         a.execEnv(e),
 		Exec:        &e,
+		SysInfo:     a.sysinfo,
 		Cache:       r.cache,
 		RecordCache: r.record,
 		NoExternal:  a.NoExternal,

@@ -17,7 +17,8 @@ import (
 // BenchmarkVerifyRender measures what `etcha render <jwt>` does with a
 // 100-command pattern: size check, signature and claims verification,
 // then rendering the bundle with vars and validating the Command list.
-// "sysinfo" includes gathering sysinfo, as the CLI does on every render.
+// "sysinfo" leaves App.SysInfo nil, as the CLI does: pattern gathers it
+// only for a pattern that calls getConfig() (this one does not).
 func BenchmarkVerifyRender(b *testing.B) {
 	var cmds []string
 	for i := range 100 {
