@@ -116,12 +116,14 @@ func TestRunBadInput(t *testing.T) {
 		t.Fatalf("bad input started a shell; log:\n%s", r.log.String())
 	}
 	// The daemon still serves: a good push (app is triggerOnly: its
-	// pattern is replaced, nothing runs), then a good webhook that runs
+	// pattern is replaced and nothing of it runs; its push event runs
+	// watcher, which writes the marker), then a good webhook that runs
 	// the pushed pattern.
-	if code, body, _ := r.do(t, http.MethodPost, listen.PushPath+"app", strings.NewReader(good)); code != 200 || fileExists(marker) {
+	if code, body, _ := r.do(t, http.MethodPost, listen.PushPath+"app", strings.NewReader(good)); code != 200 || body != `{"changed":[],"removed":[],"exit":false}`+"\n" {
 		t.Fatalf("good push after the bad input = %d %q", code, body)
 	}
-	if code, body, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 || body != "pushed" || !fileExists(marker) {
+	waitFile(t, r, marker)
+	if code, body, _ := r.do(t, http.MethodPost, "/hook", nil); code != 200 || body != "pushed" {
 		t.Fatalf("good webhook after the bad input = %d %q", code, body)
 	}
 }
