@@ -2,6 +2,7 @@ package listen_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -288,5 +289,42 @@ func TestShellKeepaliveCapped(t *testing.T) {
 				t.Fatalf("no keepalive within %v", wait)
 			}
 		})
+	}
+}
+
+// TestShellInputTooLarge: stdin over MaxBodyBytes to an open session is
+// 413, declared or chunked, and none of it reaches the shell; the session
+// goes on.
+func TestShellInputTooLarge(t *testing.T) {
+	sh := newShells(t)
+	s := start(t, listen.Options{Shells: sh})
+	_, ev := s.openShell(t, "web", "good")
+	_, id := ev.next()
+	line := []byte("echo leaked\n")
+	big := bytes.Repeat(line, listen.MaxBodyBytes/len(line)+1)
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+	}{
+		{"declared", bytes.NewReader(big)},
+		{"chunked", io.MultiReader(bytes.NewReader(big))}, // no length: sent chunked
+	} {
+		req, _ := http.NewRequest(http.MethodPost, s.url+listen.ShellPath+"web?session="+id, tc.body)
+		req.Header.Set("Authorization", "Bearer good")
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: POST of %d bytes = %d, want 413", tc.name, len(big), resp.StatusCode)
+		}
+	}
+	if code := s.input(t, id, "good", "", "echo ok\n"); code != http.StatusNoContent {
+		t.Fatalf("POST after the refusals = %d, want 204", code)
+	}
+	if name, data := ev.next(); name != "stdout" || data != "ok\n" {
+		t.Fatalf("event %s %q, want stdout ok (nothing of the big bodies)", name, data)
 	}
 }
