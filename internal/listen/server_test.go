@@ -1,6 +1,7 @@
 package listen_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -279,5 +280,37 @@ func TestCloseWithoutRun(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("Run after Close did not return")
+	}
+}
+
+// TestBodyTooLargeEveryEndpoint: a declared body over MaxBodyBytes is 413
+// before any handler runs, on a path added with Handle (metrics) and on
+// the shell stream, which read no body themselves.
+func TestBodyTooLargeEveryEndpoint(t *testing.T) {
+	var called atomic.Int32
+	sh := newShells(t)
+	s := start(t, listen.Options{Shells: sh})
+	if err := s.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { called.Add(1) })); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("x"), listen.MaxBodyBytes+1)
+	for _, path := range []string{"/metrics", listen.ShellPath + "web"} {
+		req, _ := http.NewRequest(http.MethodGet, s.url+path, bytes.NewReader(big))
+		req.Header.Set("Authorization", "Bearer good")
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("GET %s with %d bytes = %d, want 413", path, len(big), resp.StatusCode)
+		}
+	}
+	if n := called.Load() + int32(sh.started()); n != 0 {
+		t.Errorf("%d handlers or shells ran, want 0", n)
+	}
+	if !s.logs.contains("request refused: body too large") {
+		t.Errorf("refusal not logged:\n%s", s.logs)
 	}
 }
