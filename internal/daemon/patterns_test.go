@@ -96,3 +96,28 @@ func TestStopsDuringPatternRun(t *testing.T) {
 		t.Fatalf("runPatterns did not return after the second stop; log:\n%s", errs.String())
 	}
 }
+
+// TestEventsReceiveReloadRefused: in dispenser etcha:reload signals the
+// child and reaches no source, so a sources.<s>.eventsReceive that lists
+// reload (it would never run) is refused at start, in one line naming it.
+func TestEventsReceiveReloadRefused(t *testing.T) {
+	_, pub, err := token.GenerateKeys("ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := Subscribe()
+	defer sigs.Stop()
+	cfg := &etcha.Config{Sources: map[string]*etcha.SourceConfig{
+		"a": {EventsReceive: []string{"hello"}}, "c": {EventsReceive: []string{"hello", "reload"}}, "n": nil}}
+	d := New(Options{Prefix: "/f/", Logger: slog.New(slog.DiscardHandler), Signals: sigs,
+		Patterns: &Patterns{Prefix: "/p/", App: &etcha.App{Config: cfg}, VerifyKeys: token.PublicKeys{pub}}})
+	stop, err := d.startPatterns(context.Background())
+	if err == nil {
+		stop()
+		t.Fatal("startPatterns accepted sources.c.eventsReceive listing reload")
+	}
+	want := "--etcha-config: sources.c.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it"
+	if err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+}
