@@ -144,3 +144,29 @@ func TestPatternExitIgnored(t *testing.T) {
 func countLines(s, substr string) int {
 	return len(regexp.MustCompile(`(?m)^.*`+regexp.QuoteMeta(substr)+`.*$`).FindAllString(s, -1))
 }
+
+// TestOnceWaitsForEvents: with --once, dispenser exits after the events
+// the pattern runs fired have been dispatched and their runs finished (as
+// `etcha run -o`): a fires hello and bye; b (slow) receives hello and c
+// receives bye. Without the wait, closing the engine while b's event run
+// is under way drops the queued bye.
+func TestOnceWaitsForEvents(t *testing.T) {
+	s := etcdtest.Start(t)
+	k := newSigner(t)
+	w := newPatternWorld(t)
+	cfg := etchaConfig(t, `{sources: {a: {eventsSend: 'hello|bye'}, b: {eventsReceive: ['hello']}, c: {eventsReceive: ['bye']}}}`)
+	record := func(file, before string) string {
+		return k.sign(fmt.Sprintf(`{run: [{id: 'rec', always: true, change: '%sprintf %%s "$ETCHA_SOURCE_TRIGGER" >> %s'}]}`,
+			before, filepath.Join(w.out, file)))
+	}
+	put(t, s, "/app/patterns/a", k.sign(`{run: [{id: 'send', always: true, change: 'true', onChange: ['etcha:hello', 'etcha:bye']}]}`),
+		"/app/patterns/b", record("b", "sleep 2; "), "/app/patterns/c", record("c", ""))
+	r := start(t, s, "--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub,
+		"--etcha-config", cfg, "-t", w.target, "--once")
+	if err := r.wait(t); err != nil {
+		t.Fatalf("dispenser --once: %v; log:\n%s", err, r.errs.String())
+	}
+	if got, want := contents(w.out), "b=pullevent,c=pullevent"; got != want {
+		t.Fatalf("after --once the patterns wrote %q, want %q; log:\n%s", got, want, r.errs.String())
+	}
+}

@@ -302,6 +302,11 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 		if _, s := d.runPatterns(ctx, &p, true); s != nil {
 			return d.stoppedBeforeSync(s), nil
 		}
+		if d.opts.Once && d.engine != nil {
+			if s := d.waitEvents(ctx); s != nil {
+				return d.stoppedBeforeSync(s), nil
+			}
+		}
 		if n := d.patternFailures.Load(); d.opts.Once && n > 0 {
 			return nil, fmt.Errorf("--once: %d pattern(s) failed or were refused; the log says which and why", n)
 		}

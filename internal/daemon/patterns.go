@@ -253,6 +253,36 @@ func (d *Daemon) runPatterns(ctx context.Context, p *pending, startup bool) (rel
 	}
 }
 
+// waitEvents waits until the events that the pattern runs fired are
+// dispatched and the runs they caused have finished, as `etcha run -o`
+// does: --once exits after them, so an event chain completes before an
+// init container ends. Signals are handled meanwhile: others are
+// forwarded, and a stop ends the wait and is returned (closing the engine
+// then gives the run in progress --kill-timeout).
+func (d *Daemon) waitEvents(ctx context.Context) os.Signal {
+	idleCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { // owned: waited for below on every path
+		defer close(done)
+		_ = d.engine.Idle(idleCtx) // an error is idleCtx's end: cancel below, or ctx's
+	}()
+	defer func() { cancel(); <-done }()
+	for {
+		select {
+		case <-done:
+			return nil
+		case s := <-d.stops:
+			if d.isStop(s) {
+				return s
+			}
+		case s := <-d.sigs:
+			d.forward(s)
+		case <-ctx.Done():
+			return syscall.SIGTERM
+		}
+	}
+}
+
 // runPattern hands one pattern's JWT to the engine and reports whether a
 // command fired etcha:reload.
 func (d *Daemon) runPattern(ctx context.Context, name, jwt string, startup bool) bool {
