@@ -147,19 +147,21 @@ func countLines(s, substr string) int {
 
 // TestOnceWaitsForEvents: with --once, dispenser exits after the events
 // the pattern runs fired have been dispatched and their runs finished (as
-// `etcha run -o`): a fires hello and bye; b (slow) receives hello and c
+// `etcha run -o`): s fires hello and bye; b (slow) receives hello and c
 // receives bye. Without the wait, closing the engine while b's event run
-// is under way drops the queued bye.
+// is under way drops the queued bye. The sender sorts after the receivers:
+// patterns run in name order at start, and a source without a pattern yet
+// is skipped by the events sent to it.
 func TestOnceWaitsForEvents(t *testing.T) {
 	s := etcdtest.Start(t)
 	k := newSigner(t)
 	w := newPatternWorld(t)
-	cfg := etchaConfig(t, `{sources: {a: {eventsSend: 'hello|bye'}, b: {eventsReceive: ['hello']}, c: {eventsReceive: ['bye']}}}`)
+	cfg := etchaConfig(t, `{sources: {s: {eventsSend: 'hello|bye'}, b: {eventsReceive: ['hello']}, c: {eventsReceive: ['bye']}}}`)
 	record := func(file, before string) string {
 		return k.sign(fmt.Sprintf(`{run: [{id: 'rec', always: true, change: '%sprintf %%s "$ETCHA_SOURCE_TRIGGER" >> %s'}]}`,
 			before, filepath.Join(w.out, file)))
 	}
-	put(t, s, "/app/patterns/a", k.sign(`{run: [{id: 'send', always: true, change: 'true', onChange: ['etcha:hello', 'etcha:bye']}]}`),
+	put(t, s, "/app/patterns/s", k.sign(`{run: [{id: 'send', always: true, change: 'true', onChange: ['etcha:hello', 'etcha:bye']}]}`),
 		"/app/patterns/b", record("b", "sleep 2; "), "/app/patterns/c", record("c", ""))
 	r := start(t, s, "--prefix=/app/files", "--patterns=/app/patterns", "--verify-key", k.pub,
 		"--etcha-config", cfg, "-t", w.target, "--once")
