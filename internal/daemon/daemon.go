@@ -61,7 +61,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Signals delivers the signals the daemon acts on; see Subscribe.
 	Signals *Signals
-	// Metrics, if set, is updated; nil makes a private one.
+	// Metrics, if set, is updated; nil makes a private one. With Patterns,
+	// the etcha_* metrics are registered on its registry, so it can serve
+	// one such Daemon only.
 	Metrics *metrics.Metrics
 	// Patterns, if set, runs signed patterns from etcd keys.
 	Patterns *Patterns

@@ -20,7 +20,9 @@ import (
 
 // Patterns configure signed patterns from etcd (dispenser --patterns).
 // Every key under Prefix holds one JWT; its path below Prefix is the
-// source name. They run on the engine of `etcha run`.
+// source name. They run on the engine of `etcha run`, events included
+// (sources.<name>.eventsSend and eventsReceive route them), except that
+// etcha:reload signals the child and etcha:exit is ignored.
 type Patterns struct {
 	// Prefix is the etcd prefix of the pattern keys, ending in "/". It
 	// must not be a prefix of Options.Prefix, nor the other way round.
