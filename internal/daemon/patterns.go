@@ -50,8 +50,13 @@ func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
 	}
 	if p.App.Config != nil {
 		for _, n := range slices.Sorted(maps.Keys(p.App.Config.Sources)) {
-			if sc := p.App.Config.Sources[n]; sc != nil && slices.Contains(sc.EventsReceive, "reload") {
+			sc := p.App.Config.Sources[n]
+			switch {
+			case sc == nil:
+			case slices.Contains(sc.EventsReceive, "reload"):
 				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it", n)
+			case slices.Contains(sc.EventsReceive, "exit"):
+				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists exit, but dispenser never exits for etcha:exit, so it would never run; remove it", n)
 			}
 		}
 	}

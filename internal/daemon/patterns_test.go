@@ -98,8 +98,9 @@ func TestStopsDuringPatternRun(t *testing.T) {
 }
 
 // TestEventsReceiveReloadRefused: in dispenser etcha:reload signals the
-// child and reaches no source, so a sources.<s>.eventsReceive that lists
-// reload (it would never run) is refused at start, in one line naming it.
+// child and reaches no source, and etcha:exit is ignored, so a
+// sources.<s>.eventsReceive that lists reload or exit (it would never
+// run) is refused at start, in one line naming it.
 func TestEventsReceiveReloadRefused(t *testing.T) {
 	_, pub, err := token.GenerateKeys("ed25519")
 	if err != nil {
@@ -107,17 +108,21 @@ func TestEventsReceiveReloadRefused(t *testing.T) {
 	}
 	sigs := Subscribe()
 	defer sigs.Stop()
-	cfg := &etcha.Config{Sources: map[string]*etcha.SourceConfig{
-		"a": {EventsReceive: []string{"hello"}}, "c": {EventsReceive: []string{"hello", "reload"}}, "n": nil}}
-	d := New(Options{Prefix: "/f/", Logger: slog.New(slog.DiscardHandler), Signals: sigs,
-		Patterns: &Patterns{Prefix: "/p/", App: &etcha.App{Config: cfg}, VerifyKeys: token.PublicKeys{pub}}})
-	stop, err := d.startPatterns(context.Background())
-	if err == nil {
-		stop()
-		t.Fatal("startPatterns accepted sources.c.eventsReceive listing reload")
-	}
-	want := "--etcha-config: sources.c.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it"
-	if err.Error() != want {
-		t.Fatalf("error %q, want %q", err, want)
+	for event, want := range map[string]string{
+		"reload": "--etcha-config: sources.c.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it",
+		"exit":   "--etcha-config: sources.c.eventsReceive lists exit, but dispenser never exits for etcha:exit, so it would never run; remove it",
+	} {
+		cfg := &etcha.Config{Sources: map[string]*etcha.SourceConfig{
+			"a": {EventsReceive: []string{"hello"}}, "c": {EventsReceive: []string{"hello", event}}, "n": nil}}
+		d := New(Options{Prefix: "/f/", Logger: slog.New(slog.DiscardHandler), Signals: sigs,
+			Patterns: &Patterns{Prefix: "/p/", App: &etcha.App{Config: cfg}, VerifyKeys: token.PublicKeys{pub}}})
+		stop, err := d.startPatterns(context.Background())
+		if err == nil {
+			stop()
+			t.Fatalf("startPatterns accepted sources.c.eventsReceive listing %s", event)
+		}
+		if err.Error() != want {
+			t.Fatalf("error %q, want %q", err, want)
+		}
 	}
 }
