@@ -56,7 +56,7 @@ func (d *Daemon) startPatterns(ctx context.Context) (stop func(), err error) {
 			case slices.Contains(sc.EventsReceive, "reload"):
 				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it", n)
 			case slices.Contains(sc.EventsReceive, "exit"):
-				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists exit, but dispenser never exits for etcha:exit, so it would never run; remove it", n)
+				return nil, fmt.Errorf("--etcha-config: sources.%s.eventsReceive lists exit, but etcha:exit has no effect in dispenser (it never exits for it); remove it", n)
 			}
 		}
 	}

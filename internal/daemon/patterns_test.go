@@ -110,7 +110,7 @@ func TestEventsReceiveReloadRefused(t *testing.T) {
 	defer sigs.Stop()
 	for event, want := range map[string]string{
 		"reload": "--etcha-config: sources.c.eventsReceive lists reload, but in dispenser etcha:reload signals the child and reaches no source; remove it",
-		"exit":   "--etcha-config: sources.c.eventsReceive lists exit, but dispenser never exits for etcha:exit, so it would never run; remove it",
+		"exit":   "--etcha-config: sources.c.eventsReceive lists exit, but etcha:exit has no effect in dispenser (it never exits for it); remove it",
 	} {
 		cfg := &etcha.Config{Sources: map[string]*etcha.SourceConfig{
 			"a": {EventsReceive: []string{"hello"}}, "c": {EventsReceive: []string{"hello", event}}, "n": nil}}
