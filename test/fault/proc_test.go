@@ -232,23 +232,38 @@ func checkNoStale(t *testing.T, dir string, want map[string]string, unmanaged ..
 	for _, u := range unmanaged {
 		top[u] = true
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gens := 0
-	for _, e := range entries {
-		n := e.Name()
-		switch {
-		case top[n]:
-		case len(n) > 2 && strings.HasPrefix(n, "..") && n[2] >= '0' && n[2] <= '9':
-			gens++
-		default:
-			t.Errorf("stale entry %q in the target", n)
-		}
-	}
 	// The current generation, and at most one retired generation that the
 	// writer keeps to reuse for a later change (internal/writer, "Cost").
+	// The daemon removes a replaced retired generation (Writer.Tidy) just
+	// after it signalled the child, so the test may look in between: wait
+	// (bounded) for that removal before judging.
+	var stale []string
+	gens := 0
+	deadline := time.Now().Add(waitLong)
+	for {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale, gens = nil, 0
+		for _, e := range entries {
+			n := e.Name()
+			switch {
+			case top[n]:
+			case len(n) > 2 && strings.HasPrefix(n, "..") && n[2] >= '0' && n[2] <= '9':
+				gens++
+			default:
+				stale = append(stale, n)
+			}
+		}
+		if (len(stale) == 0 && gens >= 1 && gens <= 2) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, n := range stale {
+		t.Errorf("stale entry %q in the target", n)
+	}
 	if gens < 1 || gens > 2 {
 		t.Errorf("%d generation directories in the target, want the current one and at most one retired", gens)
 	}
