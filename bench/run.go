@@ -30,6 +30,7 @@ type config struct {
 	fleet     bool   // also the fleet through a gRPC proxy
 	fleetSize int    // dispensers in the fleet
 	dispenser string // a dispenser binary to measure instead of building one
+	etcha     string // an etcha binary to measure instead of building one
 	only      map[string]bool
 }
 
@@ -45,6 +46,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fleet := fs.Bool("fleet", false, "also measure a fleet of -fleet-size dispensers through one etcd gRPC proxy (about 5 minutes; included in -big)")
 	fleetSize := fs.Int("fleet-size", 200, "dispensers in the -fleet figure, one process each")
 	dispenser := fs.String("dispenser", "", "measure this dispenser binary instead of building one from the tree (e.g. an older version)")
+	etcha := fs.String("etcha", "", "measure this etcha binary instead of building one from the tree")
 	only := fs.String("only", "", "comma-separated figures to run, of: "+strings.Join(stepNames(), ","))
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return config{}, err
@@ -64,7 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, errUsage
 	}
 	c := config{n: *n, syncs: max(3, *n/10), spacing: *spacing, big: *big, json: *asJSON,
-		fleet: *fleet || *big, fleetSize: *fleetSize, dispenser: *dispenser}
+		fleet: *fleet || *big, fleetSize: *fleetSize, dispenser: *dispenser, etcha: *etcha}
 	if *only != "" {
 		c.only = map[string]bool{}
 		for _, name := range strings.Split(*only, ",") {
