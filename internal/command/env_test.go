@@ -104,7 +104,9 @@ func TestExpansion(t *testing.T) {
 }
 
 func TestExpand(t *testing.T) {
-	env := map[string]string{"A": "1", "B_2": "two", "E": ""}
+	env := map[string]string{"A": "1", "B_2": "two", "E": "",
+		"ETCHA_WEBHOOK_QUERY": "$(touch x)", "ETCHA_WEBHOOK_BODY": "b", "ETCHA_EVENT_OUTPUT": "`id`",
+		"ETCHA_EVENT_NAME": "ev", "ETCHA_WEBHOOKX": "hook"}
 	tests := []struct{ in, want string }{
 		{"${A}", "1"},
 		{"x${A}y${B_2}z", "x1ytwoz"},
@@ -113,6 +115,10 @@ func TestExpand(t *testing.T) {
 		{"${C} ${2A} ${A-1}", "${C} ${2A} ${A-1}"},
 		{"$${A}", "$1"},
 		{"${${A}}", "${1}"},
+		// Input from outside the signed pattern stays a variable for the shell.
+		{"echo ${ETCHA_WEBHOOK_QUERY} ${ETCHA_WEBHOOK_BODY} ${ETCHA_EVENT_OUTPUT}",
+			"echo ${ETCHA_WEBHOOK_QUERY} ${ETCHA_WEBHOOK_BODY} ${ETCHA_EVENT_OUTPUT}"},
+		{"${ETCHA_EVENT_NAME} ${ETCHA_WEBHOOKX}", "ev hook"},
 	}
 	for _, tt := range tests {
 		if got := expand(tt.in, env); got != tt.want {

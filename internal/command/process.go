@@ -64,17 +64,33 @@ func (s script) environ() map[string]string {
 var varRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // expand replaces each ${NAME} whose NAME is defined in env (spec §2.8).
-// Undefined names, $NAME and ${NAME:-x} are left for the shell.
+// Undefined names, $NAME and ${NAME:-x} are left for the shell, and so are
+// the names in outsideInput: their values come from outside the signed
+// pattern, and pasting them into the script would let an HTTP client write
+// shell code. The shell still expands ${ETCHA_WEBHOOK_QUERY} from the
+// environment, as a value, never as code.
 func expand(s string, env map[string]string) string {
 	if !strings.Contains(s, "${") {
 		return s
 	}
 	return varRE.ReplaceAllStringFunc(s, func(m string) string {
-		if v, ok := env[m[2:len(m)-1]]; ok {
+		name := m[2 : len(m)-1]
+		if outsideInput(name) {
+			return m
+		}
+		if v, ok := env[name]; ok {
 			return v
 		}
 		return m
 	})
+}
+
+// outsideInput reports whether the variable name carries input that no
+// signing key vouches for: a webhook request (method, path, query, headers,
+// body, all chosen by whoever reaches the listener) or the output of the
+// command that sent an event (which may print anything it read).
+func outsideInput(name string) bool {
+	return strings.HasPrefix(name, "ETCHA_WEBHOOK_") || name == "ETCHA_EVENT_OUTPUT"
 }
 
 // run starts the script and waits for it. It returns the combined, trimmed

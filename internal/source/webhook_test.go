@@ -282,3 +282,21 @@ func TestWebhookPathsList(t *testing.T) {
 		t.Errorf("after Add: WebhookPaths %q, want %q", got, want)
 	}
 }
+
+// A request cannot write shell code: ${ETCHA_WEBHOOK_*} in a command is left
+// for the shell, which expands it as a value (internal/command, expand).
+func TestWebhookInputIsNotCode(t *testing.T) {
+	v := newEnv(t)
+	e := v.engine(Options{}, Config{Name: "h", WebhookPaths: []string{"/hook"}, Static: v.pat(`{run: [{id: 'echo', always: true,
+	  change: 'echo "${ETCHA_WEBHOOK_QUERY}|${ETCHA_WEBHOOK_METHOD}"', onChange: ['etcha:webhookBody']}]}`)})
+	query := `x=$(touch "$D/pwned")` + "`touch \"$D/pwned2\"`"
+	rep := webhook(t, e, WebhookRequest{Method: "GET", Path: "/hook", RawQuery: query})
+	if want := query + "|GET"; rep.Body != want {
+		t.Errorf("body %q, want the query as text %q", rep.Body, want)
+	}
+	for _, f := range []string{"pwned", "pwned2"} {
+		if _, err := os.Stat(filepath.Join(v.dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the query ran as code: %s exists (stat: %v)", f, err)
+		}
+	}
+}
