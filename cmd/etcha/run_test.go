@@ -226,6 +226,14 @@ func TestRunPushUsage(t *testing.T) {
 			t.Errorf("run with rateLimitRate %q: exit %d, stderr %q; want exit 1 and one line naming the format", rate, code, stderr)
 		}
 	}
+	// A rate limit under an older Etcha name is refused, not ignored.
+	for _, key := range []string{"rateLimiterRate", "run_rateLimiterRate", "http_rateLimitPatterns"} {
+		name := strings.ReplaceAll(key, "_", ".")
+		code, _, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", key+"=10/s", "-x", "httpServer_listenAddress=nonsense", "-x", "run_stateDir="+dir, "run")
+		if code != 1 || !strings.HasPrefix(stderr, "etcha: "+name+" is an older Etcha name") || !strings.Contains(stderr, "set httpServer.rateLimitRate") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("run with %s: exit %d, stderr %q; want exit 1 and one line naming httpServer.rateLimitRate", key, code, stderr)
+		}
+	}
 	stdoutCmd := `sources_app={"commands": [{"id": "say", "always": true, "change": "echo hello from run", "onChange": ["etcha:stdout"]}]}`
 	code, out, stderr := cli(t, nil, "-c", cfg, "-l", "none", "-x", stdoutCmd, "-x", "run_stateDir="+dir, "run", "-o")
 	if code != 0 || out != "hello from run\n" {

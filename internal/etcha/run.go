@@ -246,6 +246,9 @@ func (a *App) etcdClient() (*clientv3.Client, error) {
 // the metrics endpoint, all behind the rate limit.
 func (a *App) newListener(r *runner, adjust func(*listen.Options)) (*listen.Server, error) {
 	c := a.config()
+	if old := olderRateLimitKey(c.Raw); old != "" {
+		return nil, fmt.Errorf("%s is an older Etcha name that etcha does not read, so it would not limit anything; set httpServer.rateLimitRate instead, for example \"10/s\"", old)
+	}
 	hs := c.HTTPServer
 	o := listen.Options{
 		ListenAddress:        hs.ListenAddress,
@@ -276,6 +279,24 @@ func (a *App) newListener(r *runner, adjust func(*listen.Options)) (*listen.Serv
 		return nil, err
 	}
 	return srv, nil
+}
+
+// olderRateLimitKey names the first key of the configuration that sets a
+// rate limit under one of the names older Etcha releases and guides used
+// (spec §4.10: rateLimiterRate, http.rateLimitPatterns), or "". A limit
+// the operator believes is on must not be silently off.
+func olderRateLimitKey(raw map[string]any) string {
+	for _, p := range [][2]string{{"", "rateLimiterRate"}, {"run", "rateLimiterRate"}, {"httpServer", "rateLimiterRate"},
+		{"http", "rateLimitPatterns"}, {"http", "rateLimitRate"}, {"http", "rateLimiterRate"}} {
+		m := raw
+		if p[0] != "" {
+			m, _ = raw[p[0]].(map[string]any)
+		}
+		if _, ok := m[p[1]]; ok {
+			return strings.TrimPrefix(p[0]+"."+p[1], ".")
+		}
+	}
+	return ""
 }
 
 // MetricsPath is the metrics endpoint: GET MetricsPath?key=<run.systemMetricsKey>.
