@@ -22,7 +22,8 @@
 //   - put → signal with 16 keys under the prefix, against the bare watcher;
 //   - a 100-key transaction → signal, against the bare watcher;
 //   - put → signal with 10k keys under the prefix, --layout=atomic and
-//     plain, against the 16-key case; puts are -spacing (1.5 s) apart, past
+//     plain, against puts under a 16-key prefix in the same layout, taken in
+//     turns with them; each prefix's puts are -spacing (1.5 s) apart, past
 //     the writer's grace for reusing a retired generation;
 //   - the initial sync of 10k keys → child started, against one Get and a
 //     serial os.WriteFile of each value; dispenser's peak RSS (VmHWM) then;
