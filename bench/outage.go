@@ -22,14 +22,14 @@ var outagePhases = []struct{ msg, row string }{
 	{"connected to etcd again", "outage: etcd ready → dispenser reconnected"},
 	{"etcd watch of ", "outage: etcd ready → watch ended (compacted)"},
 	{"full resync from etcd", "outage: etcd ready → resync read"},
-	{"files updated", "outage: etcd ready → files written"},
+	{"files updated", "outage: etcd ready → files written, signal sent"}, // logged after the signal
 }
 
 // Rows of the outage figure besides outagePhases: etcd's own start, and the
 // last step, the child having read the new file.
 const (
 	rowOutageStart  = "outage: etcd process start → ready"
-	rowOutageSignal = "outage: etcd ready → child signalled"
+	rowOutageSignal = "outage: etcd ready → child read the new file"
 )
 
 // outage: etcd goes away; while dispenser cannot reach it a key changes and

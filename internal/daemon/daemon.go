@@ -293,12 +293,14 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 		if p.paging || !p.reset && d.failures == 0 {
 			continue // only a complete snapshot can be the first write
 		}
-		if _, err := d.flush(&p); err != nil {
+		if res, err := d.flush(&p); err != nil {
 			if d.opts.Once {
 				return nil, fmt.Errorf("--once: write %s: %w", d.opts.Target, err)
 			}
 			retry = time.After(d.retryIn)
 			continue
+		} else {
+			d.logUpdated(res)
 		}
 		d.log.Info("target in sync", "dir", d.opts.Target)
 		if _, s := d.runPatterns(ctx, &p, true); s != nil {
@@ -420,7 +422,7 @@ func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan t
 	if p.paging {
 		return nil // a snapshot's pages are coming: its last one flushes
 	}
-	changed, err := d.flush(p)
+	res, err := d.flush(p)
 	*retry = nil
 	if err != nil {
 		*retry = time.After(d.retryIn)
@@ -429,8 +431,11 @@ func (d *Daemon) flushAndSignal(ctx context.Context, p *pending, retry *<-chan t
 	if stop != nil {
 		return stop
 	}
-	d.reloadChild(changed || reload || d.eventReloaded())
+	d.reloadChild(res.Changed || reload || d.eventReloaded())
 	d.writer.Tidy() // after the signal: the child need not wait for it
+	if err == nil {
+		d.logUpdated(res) // after the signal too
+	}
 	return nil
 }
 
@@ -490,10 +495,12 @@ func (d *Daemon) signal() {
 	d.log.Debug("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid()) // "files updated" said it at info
 }
 
-// flush hands the pending changes to the writer and resets p. It reports
-// whether any file visible to readers changed, which a failed write may
-// also have done. After a failure, d.retryIn is the backoff.
-func (d *Daemon) flush(p *pending) (bool, error) {
+// flush hands the pending changes to the writer and resets p. Its
+// Result's Changed reports whether any file visible to readers changed,
+// which a failed write may also have done. After a failure, d.retryIn is
+// the backoff. A successful write is logged by logUpdated, which the
+// caller calls once the child has its signal.
+func (d *Daemon) flush(p *pending) (writer.Result, error) {
 	var res writer.Result
 	var err error
 	began := time.Now()
@@ -522,15 +529,19 @@ func (d *Daemon) flush(p *pending) (bool, error) {
 		d.metrics.WriteFailed()
 		d.log.Error("write failed; the previous files stay in place and the write is retried",
 			"dir", d.opts.Target, "rev", d.wantRev, "err", err, "failures", d.failures, "retry_in", d.retryIn.Round(time.Millisecond))
-		return res.Changed, err
+		return res, err
 	}
 	d.failures = 0
 	d.writeErr.Store(nil)
 	d.metrics.Applied(d.wantRev, res.Written, res.Removed, time.Since(began))
+	return res, nil
+}
+
+// logUpdated logs a successful write that changed files, at info.
+func (d *Daemon) logUpdated(res writer.Result) {
 	if res.Changed {
 		d.log.Info("files updated", "rev", d.wantRev, "written", res.Written, "removed", res.Removed)
 	}
-	return res.Changed, nil
 }
 
 // countRejections counts each key once when it becomes rejected; the
