@@ -39,6 +39,18 @@ func (e *env) load(ctx context.Context, prefix string, n int) error {
 	return nil
 }
 
+// loadOnce loads n keys under prefix unless it already holds n.
+func (e *env) loadOnce(ctx context.Context, prefix string, n int) error {
+	resp, err := e.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("count %s: %w", prefix, err)
+	}
+	if resp.Count == int64(n) {
+		return nil
+	}
+	return e.load(ctx, prefix, n)
+}
+
 // latencies runs a dispenser on prefix (already loaded) with layout and
 // a bare watcher, and measures n changes made by op(tag), each one setting
 // watchKey to a value tagged tag; the child reads watchKey's file. Before
@@ -203,6 +215,9 @@ func putBig(ctx context.Context, e *env, cfg config, _ []row) ([]row, error) {
 // dispenser's peak RSS by then. Samples alternate the two.
 func sync10k(ctx context.Context, e *env, cfg config, _ []row) ([]row, error) {
 	const prefix = "/bench/big/"
+	if err := e.loadOnce(ctx, prefix, 10000); err != nil { // putBig may not have run (-only)
+		return nil, err
+	}
 	var ref, disp, rss []float64
 	for i := range cfg.syncs {
 		dir := filepath.Join(e.dir, fmt.Sprintf("sync-%d", i))
