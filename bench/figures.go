@@ -315,13 +315,4 @@ func dist(name, unit string, xs []float64) row {
 	return row{Name: name, Unit: unit, N: len(s), P50: at(0.50), P95: at(0.95), P99: at(0.99)}
 }
 
-func find(rows []row, name string) row {
-	for _, r := range rows {
-		if r.Name == name {
-			return r
-		}
-	}
-	return row{}
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

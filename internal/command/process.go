@@ -75,10 +75,7 @@ func expand(s string, env map[string]string) string {
 	}
 	return varRE.ReplaceAllStringFunc(s, func(m string) string {
 		name := m[2 : len(m)-1]
-		if outsideInput(name) {
-			return m
-		}
-		if v, ok := env[name]; ok {
+		if v, ok := env[name]; ok && !outsideInput(name) {
 			return v
 		}
 		return m

@@ -293,15 +293,15 @@ func (d *Daemon) firstSync(ctx context.Context, batches <-chan watch.Batch) (os.
 		if p.paging || !p.reset && d.failures == 0 {
 			continue // only a complete snapshot can be the first write
 		}
-		if res, err := d.flush(&p); err != nil {
+		res, err := d.flush(&p)
+		if err != nil {
 			if d.opts.Once {
 				return nil, fmt.Errorf("--once: write %s: %w", d.opts.Target, err)
 			}
 			retry = time.After(d.retryIn)
 			continue
-		} else {
-			d.logUpdated(res)
 		}
+		d.logUpdated(res)
 		d.log.Info("target in sync", "dir", d.opts.Target)
 		if _, s := d.runPatterns(ctx, &p, true); s != nil {
 			return d.stoppedBeforeSync(s), nil
@@ -492,7 +492,7 @@ func (d *Daemon) signal() {
 		return
 	}
 	d.metrics.Signalled()
-	d.log.Debug("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid()) // "files updated" said it at info
+	d.log.Debug("signalled child", "signal", d.opts.Signal, "pid", d.child.Pid()) // logUpdated says it at info, just after
 }
 
 // flush hands the pending changes to the writer and resets p. Its
